@@ -1,0 +1,27 @@
+"""`python -m app`: serve the API with uvicorn on HOST:PORT."""
+
+import uvicorn
+
+from shared.logs import configure_logging
+from shared.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, "api")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop="auto",
+        ws="websockets-sansio",
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

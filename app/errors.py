@@ -1,0 +1,83 @@
+"""One error shape for every response: `{"error", "code", "details"}`."""
+
+import logging
+
+import asyncpg
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import EngineError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+_DB_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,
+    OSError,
+)
+_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+
+
+def json_response(
+    body: object, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
+
+
+def _render(err: EngineError) -> Response:
+    headers = {}
+    if isinstance(err, ServiceUnavailable):
+        headers["Retry-After"] = str(err.retry_after_s)
+    return json_response(err.body(), err.status_code, headers)
+
+
+async def _engine_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EngineError)
+    return _render(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {
+            "field": ".".join(str(p) for p in e["loc"] if p not in ("query", "path", "header")),
+            "message": e["msg"],
+        }
+        for e in exc.errors()
+    ]
+    first = details[0] if details else {"field": "request", "message": "invalid"}
+    body = {
+        "error": f"{first['field']}: {first['message']}",
+        "code": "VALIDATION_ERROR",
+        "details": details,
+    }
+    return json_response(body, 400)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODES.get(exc.status_code, "HTTP_ERROR")
+    body = {"error": str(exc.detail), "code": code, "details": []}
+    return json_response(body, exc.status_code, dict(exc.headers or {}))
+
+
+async def _dependency_down(request: Request, exc: Exception) -> Response:
+    which = "Redis" if isinstance(exc, RedisConnectionError | RedisTimeoutError) else "PostgreSQL"
+    log.warning("%s %s: %s unavailable: %r", request.method, request.url.path, which, exc)
+    return _render(ServiceUnavailable(f"{which} is unavailable; retry shortly", retry_after_s=2))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(EngineError, _engine_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for exc_type in (*_DB_DOWN, RedisConnectionError, RedisTimeoutError, TimeoutError):
+        app.add_exception_handler(exc_type, _dependency_down)

@@ -1,0 +1,94 @@
+"""`POST /api/orders/execute`, `GET /api/orders`, `GET /api/orders/{id}`."""
+
+import json
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+
+from app import service
+from app.deps import Res, ws_base
+from shared.errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType
+from shared.models import (
+    ErrorBody,
+    OrderAccepted,
+    OrderCreate,
+    OrderDetail,
+    OrderList,
+    validate_order,
+)
+
+router = APIRouter(prefix="/api", tags=["orders"])
+
+MAX_BODY_BYTES = 16 * 1024
+StatusFilter = Literal[
+    "pending", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired"
+]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503)
+}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode a JSON body keeping every number exact (no floats) and refusing NaN/Infinity."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}"[:200]) from None
+
+
+async def read_json_body(request: Request) -> Any:
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {ctype[:60]!r}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes")
+    return parse_json(bytes(body))
+
+
+@router.post(
+    "/orders/execute",
+    response_model=OrderAccepted,
+    responses=_ERRORS,
+    summary="Submit an order; follow it on the WebSocket at `wsUrl`",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": OrderCreate.model_json_schema(by_alias=True)}
+            },
+        }
+    },
+)
+async def execute_order(
+    request: Request,
+    res: Res,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> dict[str, Any]:
+    order = validate_order(await read_json_body(request))
+    return await service.create_order(res.db, res.redis, order, ws_base(request), idempotency_key)
+
+
+@router.get("/orders", response_model=OrderList, responses=_ERRORS)
+async def list_orders(
+    res: Res,
+    status: StatusFilter | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    return await service.list_orders(res.db, status, limit, cursor)
+
+
+@router.get("/orders/{order_id}", response_model=OrderDetail, responses=_ERRORS)
+async def get_order(order_id: str, res: Res) -> dict[str, Any]:
+    return await service.get_order(res.db, order_id, res.signer)

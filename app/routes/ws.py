@@ -1,0 +1,147 @@
+"""The WebSocket on `/api/orders/execute`: follow an order, or submit one and follow it.
+
+Replay then live, with no gap and no duplicate: the socket subscribes to the hub *before* it
+reads history from PostgreSQL, then drops live events it already sent (by `seq`). Anything the
+live feed missed (a Redis blip, a full buffer) is read back from PostgreSQL.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from app import service
+from app.deps import Resources, get_resources, ws_base
+from app.hub import Subscription
+from app.routes.orders import MAX_BODY_BYTES, parse_json
+from shared import queries
+from shared.errors import EngineError
+from shared.models import TERMINAL_STATUSES, validate_order
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INVALID_ORDER = 4400
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_SLOW = 4408  # the reader fell too far behind; reconnect with afterSeq
+IDLE_CHECK_S = 5.0
+SUBMIT_TIMEOUT_S = 30.0
+
+
+@router.websocket("/api/orders/execute")
+async def order_socket(websocket: WebSocket) -> None:
+    res = get_resources(websocket)
+    await websocket.accept()
+    params = websocket.query_params
+    try:
+        if "orderId" in params:
+            order_id = await _existing_order(websocket, res, params["orderId"])
+        else:
+            order_id = await _submitted_order(websocket, res)
+        if order_id is None:
+            return
+        after_seq = int(params.get("afterSeq", "0")) if params.get("afterSeq", "0").isdigit() else 0
+        await _follow(websocket, res, order_id, after_seq)
+    except WebSocketDisconnect:
+        return
+
+
+async def _existing_order(ws: WebSocket, res: Resources, raw_id: str) -> uuid.UUID | None:
+    try:
+        order_id = uuid.UUID(raw_id)
+    except ValueError:
+        order_id = None
+    if order_id is not None:
+        async with res.db.acquire() as conn:
+            if await queries.get_order(conn, order_id) is not None:
+                return order_id
+    await ws.close(CLOSE_NOT_FOUND, f"order {raw_id[:64]} not found")
+    return None
+
+
+async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
+    """Submit-over-the-socket: the first message is the order, answered with `accepted`."""
+    try:
+        text = await asyncio.wait_for(ws.receive_text(), SUBMIT_TIMEOUT_S)
+        if len(text.encode()) > MAX_BODY_BYTES:
+            raise EngineError("order message too large")
+        order = validate_order(parse_json(text.encode()))
+        accepted = await service.create_order(res.db, res.redis, order, ws_base(ws), None)
+    except TimeoutError:
+        await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
+        return None
+    except EngineError as err:
+        await ws.send_bytes(orjson.dumps({"type": "error", **err.body()}))
+        await ws.close(CLOSE_INVALID_ORDER, err.message[:120])
+        return None
+    await ws.send_text(orjson.dumps({"type": "accepted", **accepted}).decode())
+    return uuid.UUID(accepted["orderId"])
+
+
+async def _follow(ws: WebSocket, res: Resources, order_id: uuid.UUID, after_seq: int) -> None:
+    with res.hub.subscribe(str(order_id)) as sub:
+        streamer = asyncio.create_task(_stream(ws, res, sub, order_id, after_seq))
+        reader = asyncio.create_task(_drain_client(ws))
+        done, pending = await asyncio.wait({streamer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await task
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+                raise exc
+
+
+async def _drain_client(ws: WebSocket) -> None:
+    """Read (and ignore) client messages so a disconnect is noticed at once."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def _stream(
+    ws: WebSocket, res: Resources, sub: Subscription, order_id: uuid.UUID, after_seq: int
+) -> None:
+    last = after_seq
+    last = await _catch_up(ws, res, order_id, last)
+    while last >= 0:
+        try:
+            event = await asyncio.wait_for(sub.queue.get(), IDLE_CHECK_S)
+        except TimeoutError:
+            last = await _catch_up(ws, res, order_id, last)  # belt and braces for a missed publish
+            continue
+        if sub.overflowed:
+            await ws.close(CLOSE_TOO_SLOW, f"too slow; reconnect with afterSeq={last}")
+            return
+        if event.get("resync") or event["seq"] > last + 1:
+            last = await _catch_up(ws, res, order_id, last)
+        elif event["seq"] == last + 1:
+            last = await _send(ws, event)
+    await ws.close(CLOSE_NORMAL, "order finished")
+
+
+async def _catch_up(ws: WebSocket, res: Resources, order_id: uuid.UUID, last: int) -> int:
+    """Send every stored event after `last`; returns the new last seq, or -1 once terminal."""
+    async with res.db.acquire() as conn:
+        history = await queries.get_events(conn, order_id, last)
+    for event in history:
+        last = await _send(ws, event)
+        if last < 0:
+            break
+    return last
+
+
+async def _send(ws: WebSocket, event: dict[str, Any]) -> int:
+    if ws.client_state != WebSocketState.CONNECTED:
+        raise WebSocketDisconnect(CLOSE_GOING_AWAY)
+    await ws.send_text(orjson.dumps(event).decode())
+    return -1 if event["status"] in TERMINAL_STATUSES else int(event["seq"])

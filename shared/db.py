@@ -1,0 +1,68 @@
+"""PostgreSQL connection pool and the migration runner."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Any constant works; it only has to be the same in every process that migrates.
+_MIGRATION_LOCK_ID = 7_150_420_001
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    """A pool whose connections encode/decode json and jsonb as Python objects."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        timeout=10,
+    )
+    assert pool is not None
+    return pool
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every numbered `.sql` file not yet recorded, in order; returns those applied.
+
+    Several processes may start at once: a transaction-scoped advisory lock makes one of
+    them apply the files while the others wait and then find nothing left to do.
+    """
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version text PRIMARY KEY,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for name, sql in _migration_files(directory):
+            if name in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", name)
+            applied.append(name)
+            log.info("applied migration %s", name)
+    return applied
+
+
+def _migration_files(directory: Path) -> list[tuple[str, str]]:
+    """(file name, SQL) of every migration, in order; a few small files read at start-up."""
+    return [(p.name, p.read_text()) for p in sorted(directory.glob("*.sql"))]

@@ -1,0 +1,67 @@
+"""The engine's error hierarchy: each error knows its HTTP status and machine code."""
+
+from typing import Any
+
+
+class EngineError(Exception):
+    """Base of every error the API renders as `{"error", "code", "details"}`."""
+
+    status_code = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, details: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, "details": self.details}
+
+
+class InvalidOrder(EngineError):
+    status_code = 400
+    code = "VALIDATION_ERROR"
+
+
+class InvalidJson(EngineError):
+    status_code = 400
+    code = "INVALID_JSON"
+
+
+class NotFound(EngineError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+
+class Conflict(EngineError):
+    status_code = 409
+    code = "CONFLICT"
+
+
+class IdempotencyKeyReused(EngineError):
+    status_code = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotencyInProgress(EngineError):
+    status_code = 409
+    code = "IDEMPOTENCY_IN_PROGRESS"
+
+
+class PayloadTooLarge(EngineError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(EngineError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class ServiceUnavailable(EngineError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,29 @@
+"""Every Redis key and channel the engine uses, in one place."""
+
+PREFIX = "oee:"
+
+# arq queue that carries order jobs.
+QUEUE_NAME = PREFIX + "queue"
+# One pub/sub channel for every order event; each API process holds one subscription.
+EVENTS_CHANNEL = PREFIX + "events"
+# Set of order ids that have not reached a terminal status (the active-orders cache).
+ACTIVE_ORDERS = PREFIX + "active"
+# Market state: reference prices (hash symbol -> decimal string) and pools per pair.
+REF_PRICES = PREFIX + "market:ref"
+MARKET_SEEDED = PREFIX + "market:seeded"
+MARKET_TICKER_LOCK = PREFIX + "market:ticker"
+CLUSTER_GENESIS_MS = PREFIX + "cluster:genesis_ms"
+
+
+def pools_key(pair_key: str) -> str:
+    """Hash of pool address -> pool JSON for one unordered token pair."""
+    return f"{PREFIX}market:pools:{pair_key}"
+
+
+def pool_version_key(address: str) -> str:
+    return f"{PREFIX}market:ver:{address}"
+
+
+def signature_key(signature: str) -> str:
+    """The simulated cluster's status record for one transaction signature."""
+    return f"{PREFIX}cluster:sig:{signature}"

@@ -1,0 +1,107 @@
+"""The token list the simulated market trades, and conversions between human and base units.
+
+Amounts on chain are integers in a token's smallest unit ("base units": lamports for SOL,
+micro-USDC for USDC, ...). Everything in the market works in base units; these helpers are the
+only place decimals are applied.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+NATIVE_SOL_MINT = "So11111111111111111111111111111111111111112"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A tradable SPL token: its mint, its decimals and a reference USD price for seeding pools."""
+
+    symbol: str
+    name: str
+    mint: str
+    decimals: int
+    ref_price_usd: Decimal
+
+
+TOKENS: tuple[Token, ...] = (
+    Token("SOL", "Solana", NATIVE_SOL_MINT, 9, Decimal("150")),
+    Token("USDC", "USD Coin", "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", 6, Decimal("1")),
+    Token("USDT", "Tether USD", "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB", 6, Decimal("1")),
+    Token(
+        "ETH",
+        "Ether (Wormhole)",
+        "7vfCXTUXx5WJV5JADk17DUJ4ksgau7utNKj4b963voxs",
+        8,
+        Decimal("3000"),
+    ),
+    Token(
+        "BTC",
+        "Bitcoin (Wormhole)",
+        "3NZ9JMVBmGAqocybic2c7LQCJScmgsAZ6vQqTDzcqmJh",
+        8,
+        Decimal("60000"),
+    ),
+    Token("BONK", "Bonk", "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263", 5, Decimal("0.00002")),
+    Token("JUP", "Jupiter", "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN", 6, Decimal("0.9")),
+    Token("WIF", "dogwifhat", "EKpQGSJtjMFqKZ9KQanSqYXRcF8fBopzLHYxdM65zcjm", 6, Decimal("2")),
+    Token("RAY", "Raydium", "4k3Dyjzvzp8eMZWUXbBCjEvwSkkk59S5iCNLY3QrkX6R", 6, Decimal("2")),
+)
+
+# Listed markets as (base, quote) symbols; every pool in the simulation is one of these.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("SOL", "USDC"),
+    ("SOL", "USDT"),
+    ("USDC", "USDT"),
+    ("ETH", "USDC"),
+    ("ETH", "USDT"),
+    ("BTC", "USDC"),
+    ("BONK", "SOL"),
+    ("JUP", "USDC"),
+    ("WIF", "SOL"),
+    ("RAY", "USDC"),
+    ("JUP", "SOL"),
+)
+
+_BY_SYMBOL = {t.symbol.upper(): t for t in TOKENS}
+_BY_MINT = {t.mint: t for t in TOKENS}
+
+
+def resolve_token(symbol_or_mint: str) -> Token | None:
+    """Return the token with this symbol (any case) or this exact mint address, else None."""
+    return _BY_MINT.get(symbol_or_mint) or _BY_SYMBOL.get(symbol_or_mint.upper())
+
+
+def to_base_units(token: Token, amount: Decimal) -> int:
+    """Convert a human amount (e.g. ``Decimal("1.5")`` SOL) to exact base units.
+
+    Raises ValueError if the amount is not finite or has more fractional digits than the token
+    supports, because silently rounding a user's amount would trade a different size.
+    """
+    if not amount.is_finite():
+        raise ValueError(f"amount must be finite, got {amount}")
+    # Exact rational arithmetic: Decimal ops would round past the context precision.
+    numerator, denominator = amount.as_integer_ratio()
+    scale: int = 10**token.decimals
+    scaled, remainder = divmod(numerator * scale, denominator)
+    if remainder:
+        raise ValueError(
+            f"{amount} has more than {token.decimals} decimal places for {token.symbol}"
+        )
+    return scaled
+
+
+def from_base_units(token: Token, amount: int) -> Decimal:
+    """Convert base units to the exact human amount (no rounding: the result has the token's
+    decimals as exponent, e.g. 1_500_000_000 lamports -> Decimal("1.500000000"))."""
+    # Built from a string so no context precision applies, however large the amount.
+    return Decimal(f"{amount}E-{token.decimals}")
+
+
+def price_to_base_units(base: Token, quote: Token, price: Decimal) -> Decimal:
+    """Turn a human price (quote per 1 base, e.g. 150 USDC per SOL) into the pool convention:
+    quote base units per base base unit (150 USDC/SOL -> 0.15 micro-USDC per lamport)."""
+    return price.scaleb(quote.decimals - base.decimals)
+
+
+def price_from_base_units(base: Token, quote: Token, unit_price: Decimal) -> Decimal:
+    """Inverse of `price_to_base_units`: quote per 1 base, in human units."""
+    return unit_price.scaleb(base.decimals - quote.decimals)

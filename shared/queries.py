@@ -1,0 +1,205 @@
+"""SQL for orders and their events. Each function takes a connection and returns plain data."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from shared.models import TERMINAL_STATUSES, NewOrder
+
+# Columns a status transition may set, so callers cannot inject SQL through field names.
+_UPDATABLE = frozenset(
+    {
+        "dex_chosen",
+        "pool",
+        "quote_price",
+        "min_amount_out",
+        "executed_price",
+        "amount_out",
+        "fee_amount",
+        "tx_hash",
+        "tx_base64",
+        "last_valid_block_height",
+        "tx_pending",
+        "slot",
+        "attempts",
+        "last_error",
+        "error_code",
+    }
+)
+_TERMINAL = list(TERMINAL_STATUSES)
+
+Row = asyncpg.Record
+
+
+async def insert_order(
+    conn: asyncpg.Connection, order_id: uuid.UUID, order: NewOrder
+) -> tuple[Row, dict[str, Any]]:
+    """Insert the order and its `pending` event (seq 1) in one statement; returns (row, event)."""
+    expires_at = (
+        None if order.expires_in_s is None else _now_utc() + timedelta(seconds=order.expires_in_s)
+    )
+    event_data = {k: v for k, v in order.payload.items() if k != "clientOrderId"}
+    row = await conn.fetchrow(
+        """
+        WITH o AS (
+            INSERT INTO orders (id, type, payload, status, token_in, token_out, amount_in,
+                                slippage_bps, client_order_id, limit_price, expires_at, last_seq)
+            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, 1)
+            RETURNING *
+        ), e AS (
+            INSERT INTO order_events (order_id, seq, status, attempt, at, data)
+            SELECT id, 1, 'pending', 0, created_at, $11 FROM o
+            RETURNING at
+        )
+        SELECT o.*, e.at AS event_at FROM o, e
+        """,
+        order_id,
+        order.type,
+        order.payload,
+        order.token_in.mint,
+        order.token_out.mint,
+        order.amount_in,
+        order.slippage_bps,
+        order.client_order_id,
+        order.limit_price,
+        expires_at,
+        event_data,
+    )
+    assert row is not None
+    event = event_message(order_id, 1, "pending", 0, row["event_at"], event_data)
+    return row, event
+
+
+async def transition(
+    conn: asyncpg.Connection,
+    order_id: uuid.UUID,
+    status: str,
+    *,
+    attempt: int,
+    data: dict[str, Any],
+    allowed_from: tuple[str, ...],
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Move an order to `status` and append its event, atomically, in one round trip.
+
+    The update only applies when the order's current status is in `allowed_from`, so a
+    stale or duplicate worker cannot move an order backwards or past a terminal status.
+    Returns the event message, or None when the guard refused the transition.
+    """
+    fields = fields or {}
+    bad = set(fields) - _UPDATABLE
+    if bad:
+        raise ValueError(f"not updatable: {sorted(bad)}")
+    names = sorted(fields)
+    sets = "".join(f", {name} = ${i}" for i, name in enumerate(names, start=6))
+    row = await conn.fetchrow(
+        f"""
+        WITH o AS (
+            UPDATE orders SET status = $2, last_seq = last_seq + 1, updated_at = now(){sets}
+            WHERE id = $1 AND status = ANY($3::text[])
+            RETURNING id, last_seq
+        )
+        INSERT INTO order_events (order_id, seq, status, attempt, data)
+        SELECT id, last_seq, $2, $4, $5 FROM o
+        RETURNING seq, at
+        """,
+        order_id,
+        status,
+        list(allowed_from),
+        attempt,
+        data,
+        *(fields[n] for n in names),
+    )
+    if row is None:
+        return None
+    return event_message(order_id, row["seq"], status, attempt, row["at"], data)
+
+
+def event_message(
+    order_id: uuid.UUID, seq: int, status: str, attempt: int, at: datetime, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The wire shape of an event: `{orderId, seq, status, at, attempt, ...details}`."""
+    return {
+        "orderId": str(order_id),
+        "seq": seq,
+        "status": status,
+        "at": at.isoformat().replace("+00:00", "Z"),
+        "attempt": attempt,
+        **data,
+    }
+
+
+async def get_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> Row | None:
+    return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
+
+
+async def get_events(
+    conn: asyncpg.Connection, order_id: uuid.UUID, after_seq: int = 0
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT seq, status, attempt, at, data FROM order_events"
+        " WHERE order_id = $1 AND seq > $2 ORDER BY seq",
+        order_id,
+        after_seq,
+    )
+    return [
+        event_message(order_id, r["seq"], r["status"], r["attempt"], r["at"], r["data"])
+        for r in rows
+    ]
+
+
+async def list_orders(
+    conn: asyncpg.Connection,
+    status: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+) -> list[Row]:
+    """Newest first; `before` is the (created_at, id) keyset cursor of the previous page."""
+    return await conn.fetch(
+        """
+        SELECT * FROM orders
+        WHERE ($1::text IS NULL OR status = $1)
+          AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+        ORDER BY created_at DESC, id DESC
+        LIMIT $4
+        """,
+        status,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+
+
+async def count_by_status(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM orders GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def count_by_venue(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT dex_chosen, count(*) AS n FROM orders"
+        " WHERE status = 'confirmed' AND dex_chosen IS NOT NULL GROUP BY dex_chosen"
+    )
+    return {r["dex_chosen"]: r["n"] for r in rows}
+
+
+async def stale_open_orders(
+    conn: asyncpg.Connection, older_than_s: float, limit: int = 500
+) -> list[Row]:
+    """Orders not finished whose last change is older than `older_than_s` (sweeper input)."""
+    return await conn.fetch(
+        """
+        SELECT id, type, status, attempts, updated_at FROM orders
+        WHERE status <> ALL($1::text[]) AND updated_at < now() - make_interval(secs => $2)
+        ORDER BY updated_at LIMIT $3
+        """,
+        _TERMINAL,
+        older_than_s,
+        limit,
+    )
+
+
+def _now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,291 @@
+"""A simulated Solana cluster in Redis: slot clock, blockhashes, sending and signature statuses.
+
+A transaction "lands" at the moment it is sent: one Lua script checks its blockhash is still
+valid, that its signature is new, and that the pool it swaps against has not changed since the
+output was computed, then records the new pool and the signature's status together. Sending the
+same signed bytes again is therefore harmless (the signature is already recorded), which is what
+makes rebroadcasting and crash recovery safe. Confirmation is the status becoming visible ~1-3 s
+after landing, like a real cluster's commitment levels.
+"""
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from solders.hash import Hash
+from solders.transaction import VersionedTransaction
+
+from shared import keys
+from shared.market.types import InsufficientLiquidity
+from shared.settings import Settings
+from shared.sim.market import Market, pair_key
+from shared.sim.pools import SLIPPAGE_ERRORS
+from shared.sim.programs import VENUE_PROGRAMS, SwapInstruction, decode_swap
+
+log = logging.getLogger(__name__)
+
+SLOT_MS = 400
+MIN_SLOT_MS = 20  # keeps a blockhash valid for a few seconds even with delays switched off
+BLOCKHASH_VALIDITY = 150
+SEND_LATENCY_S = 0.05
+CONFIRM_DELAY_MS = (1000, 3000)
+SIGNATURE_TTL_S = 7 * 24 * 3600
+_MAX_CAS_TRIES = 20
+
+_CLOCK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local genesis = tonumber(redis.call('GET', KEYS[1]) or '0')
+if genesis == 0 then redis.call('SET', KEYS[1], now); genesis = now end
+return {now, math.floor((now - genesis) / tonumber(ARGV[1]))}
+"""
+
+# KEYS: signature, pools hash, pool version, genesis.
+# ARGV: last valid height, slot ms, expected pool version, pool field, new pool JSON ('' = no
+# change: the transaction failed on chain), record JSON (an object), confirm delay ms, ttl s.
+_SEND = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {'duplicate', existing} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local height = math.floor((now - tonumber(redis.call('GET', KEYS[4]) or now)) / tonumber(ARGV[2]))
+if height > tonumber(ARGV[1]) then return {'expired', tostring(height)} end
+if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then return {'conflict', ''} end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+  redis.call('INCR', KEYS[3])
+end
+local record = string.format('{"slot":%d,"landedAtMs":%d,"confirmAtMs":%d,%s',
+  height + 1, now, now + tonumber(ARGV[7]), string.sub(ARGV[6], 2))
+redis.call('SET', KEYS[1], record, 'EX', tonumber(ARGV[8]))
+return {'ok', record}
+"""
+
+
+class ClusterError(Exception):
+    """An RPC-level failure talking to the cluster."""
+
+    code = "RPC_ERROR"
+
+
+class BlockhashNotFound(ClusterError):
+    code = "BLOCKHASH_EXPIRED"
+
+
+class RpcTimeout(ClusterError):
+    code = "RPC_TIMEOUT"
+
+
+class InvalidTransaction(ClusterError):
+    code = "INVALID_TRANSACTION"
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureStatus:
+    """What the cluster knows of a landed transaction."""
+
+    slot: int
+    confirmed: bool
+    err: str | None
+    venue: str
+    amount_in: int
+    amount_out: int
+    fee_amount: int
+    landed_at_ms: int
+    confirm_at_ms: int
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], now_ms: int) -> "SignatureStatus":
+        return cls(
+            slot=int(record["slot"]),
+            confirmed=now_ms >= int(record["confirmAtMs"]),
+            err=record.get("err"),
+            venue=record["venue"],
+            amount_in=int(record["amountIn"]),
+            amount_out=int(record["amountOut"]),
+            fee_amount=int(record["fee"]),
+            landed_at_ms=int(record["landedAtMs"]),
+            confirm_at_ms=int(record["confirmAtMs"]),
+        )
+
+
+class Cluster:
+    """RPC-like access to the simulated cluster; one per process."""
+
+    def __init__(
+        self, redis: Redis, market: Market, settings: Settings, rng: random.Random | None = None
+    ) -> None:
+        self.redis = redis
+        self.market = market
+        self.settings = settings
+        self.rng = rng or random.Random()
+        self.slot_ms = max(SLOT_MS * settings.sim_latency_scale, MIN_SLOT_MS)
+        self._clock = redis.register_script(_CLOCK)
+        self._send = redis.register_script(_SEND)
+
+    async def _latency(self, seconds: float) -> None:
+        if self.settings.sim_latency_scale > 0:
+            await asyncio.sleep(
+                seconds * self.settings.sim_latency_scale * self.rng.uniform(0.6, 1.4)
+            )
+
+    async def clock(self) -> tuple[int, int]:
+        """(now in ms, current block height) by the cluster's clock."""
+        now_ms, height = await self._clock(keys=[keys.CLUSTER_GENESIS_MS], args=[self.slot_ms])
+        return int(now_ms), int(height)
+
+    @staticmethod
+    def blockhash_at(height: int) -> Hash:
+        return Hash(hashlib.sha256(f"oee-block-{height}".encode()).digest())
+
+    async def latest_blockhash(self) -> tuple[Hash, int]:
+        """The newest blockhash and the last block height at which it is still valid."""
+        _, height = await self.clock()
+        return self.blockhash_at(height), height + BLOCKHASH_VALIDITY
+
+    async def signature_status(self, signature: str) -> tuple[SignatureStatus | None, int]:
+        """The signature's status (None if the cluster never saw it land) and the block height."""
+        status, _, height = await self._observe(signature)
+        return status, height
+
+    async def _observe(self, signature: str) -> tuple[SignatureStatus | None, int, int]:
+        raw, (now_ms, height) = await asyncio.gather(
+            self.redis.get(keys.signature_key(signature)), self.clock()
+        )
+        status = None if raw is None else SignatureStatus.from_record(orjson.loads(raw), now_ms)
+        return status, now_ms, height
+
+    async def send_transaction(self, raw_tx: bytes, last_valid_block_height: int) -> str:
+        """Send a signed transaction; returns its signature once the cluster has it.
+
+        Like a real RPC node this may drop the transaction silently, reject a stale blockhash,
+        or time out after (or before) the transaction landed; the caller finds out which by
+        asking for the signature's status.
+        """
+        tx = VersionedTransaction.from_bytes(raw_tx)
+        if not all(tx.verify_with_results()):
+            raise InvalidTransaction("signature verification failed")
+        signature = str(tx.signatures[0])
+        await self._latency(SEND_LATENCY_S)
+        s = self.settings
+        roll = self.rng.random()
+        if roll < s.sim_expiry_rate:
+            raise BlockhashNotFound("Blockhash not found")
+        if roll < s.sim_expiry_rate + s.sim_drop_rate:
+            log.debug("cluster dropped %s", signature)
+            return signature
+        timed_out = roll < s.sim_expiry_rate + s.sim_drop_rate + s.sim_rpc_timeout_rate
+        if timed_out and self.rng.random() < 0.5:
+            raise RpcTimeout("sendTransaction timed out")  # never reached the leader
+        await self._execute(tx, signature, last_valid_block_height)
+        if timed_out:
+            raise RpcTimeout("sendTransaction timed out")  # landed, but the answer was lost
+        return signature
+
+    async def _execute(self, tx: VersionedTransaction, signature: str, lvbh: int) -> None:
+        swap = _find_swap(tx)
+        if swap is None:
+            raise InvalidTransaction("no venue swap instruction")
+        venue = VENUE_PROGRAMS[swap.program_id]
+        for _ in range(_MAX_CAS_TRIES):
+            pool = await self.market.pool(swap.pool)
+            if pool is None or pool.program_id != swap.program_id:
+                raise InvalidTransaction(f"unknown pool {swap.pool}")
+            new_json, record = self._outcome(pool, swap, venue)
+            result, _ = await self._send(
+                keys=[
+                    keys.signature_key(signature),
+                    keys.pools_key(pair_key(*pool.mints)),
+                    keys.pool_version_key(pool.address),
+                    keys.CLUSTER_GENESIS_MS,
+                ],
+                args=[
+                    lvbh,
+                    self.slot_ms,
+                    pool.version,
+                    pool.address,
+                    new_json,
+                    orjson.dumps(record),
+                    self._confirm_delay_ms(),
+                    SIGNATURE_TTL_S,
+                ],
+            )
+            result = result.decode() if isinstance(result, bytes) else result
+            if result == "expired":
+                raise BlockhashNotFound("Blockhash not found")
+            if result in ("ok", "duplicate"):
+                return
+        raise RpcTimeout("pool too busy")  # nothing landed; safe to retry
+
+    def _outcome(
+        self, pool: Any, swap: SwapInstruction, venue: str
+    ) -> tuple[bytes | str, dict[str, Any]]:
+        record: dict[str, Any] = {
+            "venue": venue,
+            "pool": pool.address,
+            "amountIn": swap.amount_in,
+            "amountOut": 0,
+            "fee": 0,
+            "err": None,
+        }
+        try:
+            new_pool, fill = pool.swap(swap.mint_in, swap.amount_in, int(time.time()))
+        except InsufficientLiquidity:
+            record["err"] = "InsufficientLiquidity"
+            return "", record
+        if fill.amount_out < swap.min_amount_out:
+            record["err"] = SLIPPAGE_ERRORS[venue]
+            return "", record
+        record.update(amountOut=fill.amount_out, fee=fill.fee_amount)
+        return new_pool.dumps(), record
+
+    def _confirm_delay_ms(self) -> int:
+        low, high = CONFIRM_DELAY_MS
+        return int(self.rng.uniform(low, high) * self.settings.sim_latency_scale)
+
+    async def await_landing(
+        self, signature: str, raw_tx: bytes, last_valid_block_height: int
+    ) -> SignatureStatus | None:
+        """Wait until the transaction is confirmed (or failed on chain); None once it expired.
+
+        While its status is unknown the same signed bytes are rebroadcast, as wallets do: a
+        dropped send costs a slot, not an order. Past `last_valid_block_height` the transaction
+        can never land, so returning None means it is safe to sign a new one.
+        """
+        rebroadcast_every_ms = max(2000 * self.settings.sim_latency_scale, self.slot_ms)
+        next_send_ms = 0
+        while True:
+            status, now_ms, height = await self._observe(signature)
+            if status is not None:
+                if status.err or status.confirmed:
+                    return status
+                await asyncio.sleep(max(status.confirm_at_ms - now_ms, 0) / 1000)
+                continue
+            if height > last_valid_block_height:
+                return None
+            if now_ms >= next_send_ms:
+                next_send_ms = now_ms + int(rebroadcast_every_ms)
+                try:
+                    await self.send_transaction(raw_tx, last_valid_block_height)
+                except (RpcTimeout, BlockhashNotFound):
+                    pass  # the status check on the next pass tells what happened
+                continue
+            await asyncio.sleep(self.slot_ms / 1000)
+
+
+def _find_swap(tx: VersionedTransaction) -> SwapInstruction | None:
+    msg = tx.message
+    account_keys = list(msg.account_keys)
+    for ix in msg.instructions:
+        program_id = str(account_keys[ix.program_id_index])
+        if program_id in VENUE_PROGRAMS:
+            return decode_swap(
+                program_id, bytes(ix.data), [account_keys[i] for i in bytes(ix.accounts)]
+            )
+    return None

@@ -1,0 +1,94 @@
+"""Instruction layouts of the programs a swap transaction calls.
+
+The transaction builder encodes with these and the simulated cluster decodes with them, so the
+cluster executes exactly what the signed transaction says — nothing travels beside it.
+"""
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from solders.instruction import AccountMeta, Instruction
+from solders.pubkey import Pubkey
+
+from shared.market.meteora import METEORA_DLMM
+from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM
+
+TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
+
+VENUE_PROGRAMS = {
+    RAYDIUM_AMM_V4: "raydium",
+    RAYDIUM_CPMM: "raydium",
+    METEORA_DLMM: "meteora",
+}
+
+
+def _anchor_discriminator(name: str) -> bytes:
+    return hashlib.sha256(f"global:{name}".encode()).digest()[:8]
+
+
+# AMM v4 uses a one-byte instruction tag (9 = swap_base_in); CPMM and DLMM are Anchor programs.
+_SWAP_TAGS = {
+    RAYDIUM_AMM_V4: bytes([9]),
+    RAYDIUM_CPMM: _anchor_discriminator("swap_base_input"),
+    METEORA_DLMM: _anchor_discriminator("swap"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SwapInstruction:
+    """An exact-in swap as the venue program sees it."""
+
+    program_id: str
+    pool: str
+    owner: str
+    mint_in: str
+    mint_out: str
+    amount_in: int
+    min_amount_out: int
+
+
+def encode_swap(swap: SwapInstruction, source: Pubkey, destination: Pubkey) -> Instruction:
+    """The swap instruction: tag, `amount_in` u64, `min_amount_out` u64 (little endian)."""
+    program = Pubkey.from_string(swap.program_id)
+    data = _SWAP_TAGS[swap.program_id] + struct.pack("<QQ", swap.amount_in, swap.min_amount_out)
+    accounts = [
+        AccountMeta(Pubkey.from_string(swap.pool), is_signer=False, is_writable=True),
+        AccountMeta(source, is_signer=False, is_writable=True),
+        AccountMeta(destination, is_signer=False, is_writable=True),
+        AccountMeta(Pubkey.from_string(swap.mint_in), is_signer=False, is_writable=False),
+        AccountMeta(Pubkey.from_string(swap.mint_out), is_signer=False, is_writable=False),
+        AccountMeta(Pubkey.from_string(swap.owner), is_signer=True, is_writable=True),
+        AccountMeta(TOKEN_PROGRAM, is_signer=False, is_writable=False),
+    ]
+    return Instruction(program, data, accounts)
+
+
+def decode_swap(program_id: str, data: bytes, accounts: list[Pubkey]) -> SwapInstruction | None:
+    """The swap in a compiled instruction, or None when it is not a venue swap."""
+    tag = _SWAP_TAGS.get(program_id)
+    if tag is None or not data.startswith(tag) or len(data) != len(tag) + 16 or len(accounts) < 6:
+        return None
+    amount_in, min_out = struct.unpack("<QQ", data[len(tag) :])
+    return SwapInstruction(
+        program_id=program_id,
+        pool=str(accounts[0]),
+        owner=str(accounts[5]),
+        mint_in=str(accounts[3]),
+        mint_out=str(accounts[4]),
+        amount_in=amount_in,
+        min_amount_out=min_out,
+    )
+
+
+def pool_address(program_id: str, mint_a: str, mint_b: str, tag: str) -> str:
+    """A deterministic program-derived address for a pool of `mint_a`/`mint_b`."""
+    seeds = [
+        b"pool",
+        bytes(Pubkey.from_string(mint_a)),
+        bytes(Pubkey.from_string(mint_b)),
+        tag.encode(),
+    ]
+    return str(Pubkey.find_program_address(seeds, Pubkey.from_string(program_id))[0])

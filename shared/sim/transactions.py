@@ -1,0 +1,95 @@
+"""Building and signing real Solana versioned transactions for a swap."""
+
+import base64
+from dataclasses import dataclass
+
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.token.associated import get_associated_token_address
+from solders.transaction import VersionedTransaction
+
+from shared.market.tokens import NATIVE_SOL_MINT
+from shared.sim.programs import (
+    ATA_PROGRAM,
+    SYSTEM_PROGRAM,
+    TOKEN_PROGRAM,
+    SwapInstruction,
+    encode_swap,
+)
+
+COMPUTE_UNIT_LIMIT = 200_000
+_SYNC_NATIVE = bytes([17])
+_CLOSE_ACCOUNT = bytes([9])
+_CREATE_IDEMPOTENT = bytes([1])
+
+
+@dataclass(frozen=True, slots=True)
+class SignedSwap:
+    """A signed transaction and what the order records about it before sending."""
+
+    signature: str
+    raw: bytes
+    wrap_sol: bool
+    unwrap_sol: bool
+    compute_unit_price: int
+
+    @property
+    def base64(self) -> str:
+        return base64.b64encode(self.raw).decode()
+
+
+def _create_ata(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
+    ata = get_associated_token_address(owner, mint)
+    accounts = [
+        AccountMeta(payer, is_signer=True, is_writable=True),
+        AccountMeta(ata, is_signer=False, is_writable=True),
+        AccountMeta(owner, is_signer=False, is_writable=False),
+        AccountMeta(mint, is_signer=False, is_writable=False),
+        AccountMeta(SYSTEM_PROGRAM, is_signer=False, is_writable=False),
+        AccountMeta(TOKEN_PROGRAM, is_signer=False, is_writable=False),
+    ]
+    return Instruction(ATA_PROGRAM, _CREATE_IDEMPOTENT, accounts)
+
+
+def build_swap_transaction(
+    keypair: Keypair, swap: SwapInstruction, blockhash: Hash, compute_unit_price: int
+) -> SignedSwap:
+    """A v0 transaction: compute budget, SOL wrap if paying SOL, swap, unwrap if receiving SOL."""
+    owner = keypair.pubkey()
+    mint_in, mint_out = Pubkey.from_string(swap.mint_in), Pubkey.from_string(swap.mint_out)
+    source = get_associated_token_address(owner, mint_in)
+    destination = get_associated_token_address(owner, mint_out)
+    wrap, unwrap = swap.mint_in == NATIVE_SOL_MINT, swap.mint_out == NATIVE_SOL_MINT
+    ixs = [
+        set_compute_unit_limit(COMPUTE_UNIT_LIMIT),
+        set_compute_unit_price(compute_unit_price),
+        _create_ata(owner, owner, mint_out),
+    ]
+    if wrap:
+        ixs += [
+            _create_ata(owner, owner, mint_in),
+            transfer(TransferParams(from_pubkey=owner, to_pubkey=source, lamports=swap.amount_in)),
+            Instruction(TOKEN_PROGRAM, _SYNC_NATIVE, [AccountMeta(source, False, True)]),
+        ]
+    ixs.append(encode_swap(swap, source, destination))
+    if unwrap:
+        closing = [
+            AccountMeta(destination, False, True),
+            AccountMeta(owner, False, True),
+            AccountMeta(owner, True, False),
+        ]
+        ixs.append(Instruction(TOKEN_PROGRAM, _CLOSE_ACCOUNT, closing))
+    message = MessageV0.try_compile(owner, ixs, [], blockhash)
+    tx = VersionedTransaction(message, [keypair])
+    return SignedSwap(
+        signature=str(tx.signatures[0]),
+        raw=bytes(tx),
+        wrap_sol=wrap,
+        unwrap_sol=unwrap,
+        compute_unit_price=compute_unit_price,
+    )

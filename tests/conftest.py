@@ -1,0 +1,214 @@
+"""Test harness: real PostgreSQL and Redis, a real API server and a real arq worker.
+
+Servers come from TEST_DATABASE_URL / TEST_REDIS_URL when set, else embedded ones are started
+for the session. Each test gets a fresh database (cloned from a migrated template) and an empty
+Redis database, then starts the stack it needs with `make_stack(**settings)`.
+"""
+
+import asyncio
+import contextlib
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from app.main import create_app
+from devstack.servers import EmbeddedPostgres, EmbeddedValkey
+from shared.db import migrate
+from shared.settings import Settings
+from shared.sim.market import Market
+from worker.settings import worker_settings
+
+TEMPLATE_DB = "oee_template"
+
+
+@dataclass(frozen=True)
+class Infra:
+    pg_admin_url: str  # a maintenance database on the test server
+    redis_url: str
+    data_dir: Path
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with tempfile.TemporaryDirectory(prefix="oee-test-") as tmp:
+        root = Path(tmp)
+        pg_url, redis_url = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
+        pg = None if pg_url else EmbeddedPostgres(root / "pg", fast=True)
+        valkey = None if redis_url else EmbeddedValkey(root / "valkey", persist=False)
+        try:
+            pg_url = pg_url or pg.start()  # type: ignore[union-attr]
+            redis_url = redis_url or valkey.start()  # type: ignore[union-attr]
+            yield Infra(pg_url, redis_url, root)
+        finally:
+            if valkey is not None:
+                valkey.stop()
+            if pg is not None:
+                pg.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_db(infra: Infra) -> AsyncIterator[str]:
+    """A migrated database that each test clones (CREATE DATABASE … TEMPLATE is fast)."""
+    admin = await asyncpg.connect(infra.pg_admin_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        conn = await asyncpg.connect(_with_db(infra.pg_admin_url, TEMPLATE_DB))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield TEMPLATE_DB
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(infra: Infra, template_db: str) -> AsyncIterator[str]:
+    name = f"oee_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(infra.pg_admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+        yield _with_db(infra.pg_admin_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def redis(infra: Infra) -> AsyncIterator[Redis]:
+    client = Redis.from_url(infra.redis_url)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """A running API (real HTTP on a port) and zero or more in-process arq workers."""
+
+    settings: Settings
+    base_url: str
+    http: httpx.AsyncClient
+    redis: Redis
+    _workers: list[tuple[Worker, asyncio.Task[None]]] = field(default_factory=list)
+
+    @property
+    def ws_base(self) -> str:
+        return self.base_url.replace("http://", "ws://")
+
+    async def start_worker(self, **overrides: Any) -> Worker:
+        settings = self.settings.model_copy(update=overrides)
+        kwargs = worker_settings(settings) | {"handle_signals": False, "poll_delay": 0.01}
+        worker = Worker(**kwargs)
+        task = asyncio.create_task(worker.async_run())
+        self._workers.append((worker, task))
+        return worker
+
+    async def stop_workers(self) -> None:
+        for worker, task in self._workers:
+            await worker.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+
+    async def submit(self, body: dict[str, Any] | None = None, **headers: str) -> dict[str, Any]:
+        order = body or {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1"}
+        response = await self.http.post("/api/orders/execute", json=order, headers=headers)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def test_settings(database_url: str, redis_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for tests: no simulated delays, no random faults, a still market."""
+    base: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "sim_latency_scale": 0.0,
+        "sim_drop_rate": 0.0,
+        "sim_expiry_rate": 0.0,
+        "sim_rpc_timeout_rate": 0.0,
+        "sim_tick_ms": 0,
+        "sim_seed": 7,
+        "backoff_base_ms": 10,
+        "data_dir": str(data_dir),
+        "log_level": "INFO",
+    }
+    return Settings(_env_file=None, **(base | overrides))  # type: ignore[call-arg]
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(
+    infra: Infra, database_url: str, redis: Redis, tmp_path: Path
+) -> AsyncIterator[StackFactory]:
+    """Start the API (and by default one worker) with settings overrides; stopped at teardown."""
+    started: list[tuple[Stack, uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(workers: int = 1, **overrides: Any) -> Stack:
+        settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
+        await Market(redis, settings).ensure_seeded()
+        port = free_port()
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                log_config=None, ws="websockets-sansio", lifespan="on")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)  # sleep-ok: polling uvicorn's own started flag
+        base = f"http://127.0.0.1:{port}"
+        stack = Stack(settings, base, httpx.AsyncClient(base_url=base, timeout=30), redis)
+        started.append((stack, server, task))
+        for _ in range(workers):
+            await stack.start_worker()
+        return stack
+
+    yield start
+    for stack, server, task in started:
+        await stack.stop_workers()
+        await stack.http.aclose()
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()

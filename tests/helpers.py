@@ -1,0 +1,28 @@
+"""Test helpers: follow an order over its WebSocket until it finishes, with a deadline."""
+
+import asyncio
+from typing import Any
+
+import orjson
+import websockets
+
+TERMINAL = {"confirmed", "failed", "cancelled", "expired"}
+
+
+async def follow(ws_url: str, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """Every event the socket sends until the server closes it after a terminal status."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout_s), websockets.connect(ws_url) as ws:
+        async for message in ws:
+            events.append(orjson.loads(message))
+        assert ws.close_code == 1000, (ws.close_code, ws.close_reason)
+    return events
+
+
+async def wait_terminal(http: Any, order_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The order once it is terminal, followed over its WebSocket (no polling)."""
+    ws_base = str(http.base_url).replace("http://", "ws://").rstrip("/")
+    await follow(f"{ws_base}/api/orders/execute?orderId={order_id}", timeout_s)
+    response = await http.get(f"/api/orders/{order_id}")
+    result: dict[str, Any] = response.json()
+    return result

@@ -1,0 +1,21 @@
+"""What a worker needs to execute orders, built once in arq's on_startup."""
+
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+from solders.keypair import Keypair
+
+from shared.settings import Settings
+from shared.sim.cluster import Cluster
+from shared.sim.market import Market
+
+
+@dataclass(slots=True)
+class Engine:
+    settings: Settings
+    db: asyncpg.Pool
+    redis: Redis
+    market: Market
+    cluster: Cluster
+    keypair: Keypair

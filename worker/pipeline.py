@@ -1,0 +1,328 @@
+"""One order's way through routing → building → submitted → confirmed, or to failed.
+
+The order's state lives in PostgreSQL and every step is a guarded transition there, so a job
+that runs twice, or after a crash, picks up where the order really is. A transaction is signed
+and stored (building, `tx_pending`) before it is sent; a later run asks the cluster about that
+signature before it signs anything new, so a swap never executes twice.
+"""
+
+import base64
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from shared import events, queries
+from shared.market.tokens import Token, from_base_units, resolve_token
+from shared.models import TERMINAL_STATUSES
+from shared.numbers import dec_str
+from shared.routing import Route, human_price
+from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, SignatureStatus
+from shared.sim.pools import SLIPPAGE_ERRORS
+from shared.sim.programs import SwapInstruction
+from shared.sim.transactions import COMPUTE_UNIT_LIMIT, SignedSwap, build_swap_transaction
+from worker.engine import Engine
+
+log = logging.getLogger(__name__)
+
+OPEN = ("pending", "routing", "building", "submitted")
+COMPUTE_UNIT_PRICE = {"market": 50_000, "limit": 50_000, "sniper": 1_000_000}  # micro-lamports
+_SLIPPAGE_NAMES = frozenset(SLIPPAGE_ERRORS.values())
+
+
+class AttemptFailed(Exception):
+    """An attempt ended without a fill; `retryable` says whether a new attempt may help."""
+
+    def __init__(self, code: str, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.code, self.message, self.retryable = code, message, retryable
+
+
+class Superseded(Exception):
+    """Another run advanced the order first; this run stops without touching it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """The order needs another attempt after `delay_s`."""
+
+    delay_s: float
+
+
+@dataclass(slots=True)
+class OrderRun:
+    engine: Engine
+    row: asyncpg.Record
+    token_in: Token
+    token_out: Token
+
+    @property
+    def order_id(self) -> uuid.UUID:
+        return self.row["id"]  # type: ignore[no-any-return]
+
+    async def move(
+        self,
+        status: str,
+        attempt: int,
+        data: dict[str, Any],
+        allowed_from: tuple[str, ...],
+        **fields: Any,
+    ) -> None:
+        """Apply a guarded transition and publish its event; `Superseded` if the guard refused."""
+        async with self.engine.db.acquire() as conn:
+            event = await queries.transition(
+                conn,
+                self.order_id,
+                status,
+                attempt=attempt,
+                data=data,
+                allowed_from=allowed_from,
+                fields=fields,
+            )
+        if event is None:
+            raise Superseded(f"{status} refused: the order moved on elsewhere")
+        try:
+            await events.publish(self.engine.redis, event)
+        except RedisError as exc:  # subscribers catch up from PostgreSQL
+            log.warning("order %s: publish failed: %s", self.order_id, exc)
+
+
+async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
+    """Advance the order as far as it can go now; returns its status or when to try again."""
+    async with engine.db.acquire() as conn:
+        row = await queries.get_order(conn, order_id)
+    if row is None:
+        log.error("order %s: not found", order_id)
+        return "missing"
+    if row["status"] in TERMINAL_STATUSES:
+        return str(row["status"])
+    token_in, token_out = resolve_token(row["token_in"]), resolve_token(row["token_out"])
+    assert token_in is not None and token_out is not None
+    run = OrderRun(engine, row, token_in, token_out)
+    attempt = int(row["attempts"])
+    try:
+        if row["tx_pending"]:
+            landed = await _recover(run)
+            if landed is not None:
+                return await _settle(run, attempt, row["tx_hash"], landed)
+            if attempt >= engine.settings.max_attempts:
+                raise AttemptFailed(
+                    "BLOCKHASH_EXPIRED", "transaction expired before it landed", True
+                )
+        attempt += 1
+        if attempt > engine.settings.max_attempts:
+            raise AttemptFailed(
+                row["error_code"] or "ATTEMPTS_EXHAUSTED",
+                row["last_error"] or "no attempts left",
+                retryable=False,
+            )
+        signature, landed = await _attempt(run, attempt)
+        return await _settle(run, attempt, signature, landed)
+    except AttemptFailed as failure:
+        return await _after_failure(run, attempt, failure)
+    except Superseded as exc:
+        log.warning("order %s: %s", order_id, exc)
+        return "superseded"
+
+
+async def _recover(run: OrderRun) -> SignatureStatus | None:
+    """What became of the transaction an earlier run signed (and maybe sent)?
+
+    Returns its landed status, or None once it can no longer land (a new one may be signed).
+    """
+    row = run.row
+    log.info("order %s: asking the cluster about %s", run.order_id, row["tx_hash"])
+    raw = base64.b64decode(row["tx_base64"])
+    status = await run.engine.cluster.await_landing(
+        row["tx_hash"], raw, row["last_valid_block_height"]
+    )
+    if status is None:
+        log.info("order %s: %s expired without landing", run.order_id, row["tx_hash"])
+    return status
+
+
+async def _attempt(run: OrderRun, attempt: int) -> tuple[str, SignatureStatus]:
+    """Quote, choose, build, sign, record, send, and wait for the transaction to land."""
+    engine, row = run.engine, run.row
+    route, failed = await engine.market.route(run.token_in, run.token_out, int(row["amount_in"]))
+    if route is None:
+        why = "; ".join(f"{v}: {e}" for v, e in failed.items())
+        raise AttemptFailed(
+            "INSUFFICIENT_LIQUIDITY", f"no venue can fill this order ({why})", False
+        )
+    _log_route(run, attempt, route)
+    chosen, slippage = route.chosen, int(row["slippage_bps"])
+    min_out = chosen.min_amount_out(slippage)
+    routing: dict[str, Any] = {
+        "quotes": [q.to_event(run.token_in, run.token_out, slippage) for q in route.quotes],
+        "chosen": chosen.dex,
+        "reason": route.reason,
+    }
+    if attempt > 1:
+        routing["retryOf"] = {"code": row["error_code"], "error": row["last_error"]}
+    await run.move(
+        "routing",
+        attempt,
+        routing,
+        OPEN,
+        attempts=attempt,
+        dex_chosen=chosen.dex,
+        pool=chosen.pool.address,
+        quote_price=chosen.price(run.token_in, run.token_out),
+        min_amount_out=min_out,
+    )
+    blockhash, lvbh = await engine.cluster.latest_blockhash()
+    swap = SwapInstruction(
+        program_id=chosen.pool.program_id,
+        pool=chosen.pool.address,
+        owner=str(engine.keypair.pubkey()),
+        mint_in=run.token_in.mint,
+        mint_out=run.token_out.mint,
+        amount_in=int(row["amount_in"]),
+        min_amount_out=min_out,
+    )
+    signed = build_swap_transaction(
+        engine.keypair, swap, blockhash, COMPUTE_UNIT_PRICE[row["type"]]
+    )
+    building = {
+        "dex": chosen.dex,
+        "pool": chosen.pool.address,
+        "minAmountOut": dec_str(from_base_units(run.token_out, min_out)),
+        "computeUnitPrice": signed.compute_unit_price,
+        "computeUnitLimit": COMPUTE_UNIT_LIMIT,
+        "wrapSol": signed.wrap_sol,
+        "unwrapSol": signed.unwrap_sol,
+        "lastValidBlockHeight": lvbh,
+    }
+    # The signature is durable before the send: whatever happens next, a later run knows it.
+    await run.move(
+        "building",
+        attempt,
+        building,
+        ("routing",),
+        tx_hash=signed.signature,
+        tx_base64=signed.base64,
+        last_valid_block_height=lvbh,
+        tx_pending=True,
+    )
+    return signed.signature, await _send(run, attempt, signed, lvbh)
+
+
+async def _send(run: OrderRun, attempt: int, signed: SignedSwap, lvbh: int) -> SignatureStatus:
+    cluster = run.engine.cluster
+    try:
+        await cluster.send_transaction(signed.raw, lvbh)
+    except BlockhashNotFound as exc:
+        raise AttemptFailed(
+            exc.code, "blockhash expired before the transaction landed", True
+        ) from exc
+    except RpcTimeout:
+        log.info("order %s: send timed out; checking the signature", run.order_id)
+    except ClusterError as exc:
+        raise AttemptFailed(exc.code, str(exc), False) from exc
+    _, slot = await cluster.clock()
+    await run.move(
+        "submitted", attempt, {"txHash": signed.signature, "slot": slot}, ("building",), slot=slot
+    )
+    landed = await cluster.await_landing(signed.signature, signed.raw, lvbh)
+    if landed is None:
+        raise AttemptFailed("BLOCKHASH_EXPIRED", "transaction expired before it landed", True)
+    return landed
+
+
+async def _settle(run: OrderRun, attempt: int, tx_hash: str, landed: SignatureStatus) -> str:
+    """Record a landed transaction: confirmed on success, an attempt failure on a program error."""
+    if landed.err in _SLIPPAGE_NAMES:
+        raise AttemptFailed(
+            "SLIPPAGE_EXCEEDED", f"{landed.err}: the price moved past the slippage limit", True
+        )
+    if landed.err is not None:
+        raise AttemptFailed(
+            "INSUFFICIENT_LIQUIDITY", f"{landed.err}: the pool cannot fill it", False
+        )
+    price = human_price(run.token_in, run.token_out, landed.amount_in, landed.amount_out)
+    latency_ms = int(time.time() * 1000 - run.row["created_at"].timestamp() * 1000)
+    confirmed = {
+        "dex": landed.venue,
+        "txHash": tx_hash,
+        "executedPrice": str(price),
+        "amountOut": dec_str(from_base_units(run.token_out, landed.amount_out)),
+        "feeAmount": dec_str(from_base_units(run.token_in, landed.fee_amount)),
+        "slot": landed.slot,
+        "latencyMs": latency_ms,
+    }
+    await run.move(
+        "confirmed",
+        attempt,
+        confirmed,
+        ("building", "submitted"),
+        executed_price=price,
+        amount_out=landed.amount_out,
+        fee_amount=landed.fee_amount,
+        slot=landed.slot,
+        tx_pending=False,
+    )
+    log.info(
+        "order %s: confirmed on %s at %s in %d ms", run.order_id, landed.venue, price, latency_ms
+    )
+    return "confirmed"
+
+
+async def _after_failure(run: OrderRun, attempt: int, failure: AttemptFailed) -> str | RetryLater:
+    settings = run.engine.settings
+    if failure.retryable and attempt < settings.max_attempts:
+        delay_s = settings.backoff_base_ms * 2 ** (attempt - 1) / 1000
+        async with run.engine.db.acquire() as conn:
+            await conn.execute(
+                "UPDATE orders SET last_error = $2, error_code = $3, tx_pending = false,"
+                " updated_at = now() WHERE id = $1",
+                run.order_id,
+                failure.message,
+                failure.code,
+            )
+        log.info(
+            "order %s: attempt %d failed (%s); retrying in %.2f s",
+            run.order_id,
+            attempt,
+            failure.code,
+            delay_s,
+        )
+        return RetryLater(delay_s)
+    data = {
+        "error": failure.message,
+        "code": failure.code,
+        "attempts": attempt,
+        "retryable": failure.retryable,
+    }
+    await run.move(
+        "failed",
+        attempt,
+        data,
+        OPEN,
+        last_error=failure.message,
+        error_code=failure.code,
+        attempts=attempt,
+        tx_pending=False,
+    )
+    log.info("order %s: failed after %d attempt(s): %s", run.order_id, attempt, failure.message)
+    return "failed"
+
+
+def _log_route(run: OrderRun, attempt: int, route: Route) -> None:
+    quotes = ", ".join(
+        f"{q.dex} {q.pool.kind} out={dec_str(from_base_units(run.token_out, q.amount_out))}"
+        f" impact={q.price_impact_pct:.4f}%"
+        for q in route.quotes
+    )
+    log.info(
+        "order %s attempt %d routing: %s | chose %s: %s",
+        run.order_id,
+        attempt,
+        quotes,
+        route.chosen.dex,
+        route.reason,
+    )

@@ -1,0 +1,84 @@
+"""arq `WorkerSettings`: start-up and shut-down of the worker's resources, and its jobs."""
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from shared import keys
+from shared.db import create_pool, migrate
+from shared.settings import Settings, get_settings
+from shared.sim.cluster import Cluster
+from shared.sim.market import Market
+from shared.sim.wallet import load_keypair
+from worker.engine import Engine
+from worker.jobs import execute_order
+from worker.sweeper import sweep
+from worker.ticker import run_ticker
+
+log = logging.getLogger(__name__)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set (`make run` starts an embedded PostgreSQL)")
+    db = await create_pool(settings.database_url, max_size=min(settings.worker_concurrency + 4, 50))
+    async with db.acquire() as conn:
+        await migrate(conn)
+    redis = ctx["redis"]
+    market = Market(redis, settings)
+    await market.ensure_seeded()
+    keypair = load_keypair(settings)
+    ctx["engine"] = Engine(settings, db, redis, market, Cluster(redis, market, settings), keypair)
+    if settings.sim_tick_ms > 0:
+        ctx["ticker"] = asyncio.create_task(run_ticker(redis, market, settings.sim_tick_ms))
+    log.info(
+        "worker ready: concurrency %d, signer %s", settings.worker_concurrency, keypair.pubkey()
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    ticker = ctx.get("ticker")
+    if ticker is not None:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+    engine: Engine | None = ctx.get("engine")
+    if engine is not None:
+        await engine.db.close()
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `arq.Worker` built from our settings."""
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set (`make run` starts an embedded Valkey)")
+    sweep_seconds = set(range(0, 60, max(1, int(settings.sweep_interval_s))))
+    return {
+        "functions": [
+            # Our own attempt counter (in PostgreSQL) bounds retries; arq's limit only catches
+            # a job that keeps crashing its worker, and the sweeper then fails that order.
+            func(
+                execute_order,
+                name="execute_order",
+                max_tries=settings.max_attempts + 5,
+                keep_result=0,
+                timeout=settings.job_timeout_s,
+            ),
+        ],
+        "cron_jobs": [cron(sweep, second=sweep_seconds, run_at_startup=True, timeout=60)],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": keys.QUEUE_NAME,
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": settings.job_timeout_s,
+        "keep_result": 0,
+        "poll_delay": 0.05,
+        "handle_signals": True,
+        "ctx": {"settings": settings},
+    }
