@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from shared.errors import InvalidOrder
+from shared.errors import InvalidJson, InvalidOrder
 from shared.market.tokens import Token, resolve_token, to_base_units
 
 OrderType = Literal["market", "limit", "sniper"]
@@ -83,7 +83,7 @@ def _resolve(field: str, value: str) -> Token:
 def validate_order(body: Any) -> NewOrder:
     """Turn a decoded JSON body into a `NewOrder`, or raise `InvalidOrder` saying what is wrong."""
     if not isinstance(body, dict):
-        raise InvalidOrder("order must be a JSON object", [_detail("body", "expected an object")])
+        raise InvalidJson("order must be a JSON object", [_detail("body", "expected an object")])
     try:
         req = OrderCreate.model_validate(body)
     except ValidationError as err:
