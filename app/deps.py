@@ -8,6 +8,7 @@ from arq.connections import ArqRedis
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from app.admission import Admission
 from app.hub import EventHub
 from shared.settings import Settings
 from shared.sim.market import Market
@@ -20,6 +21,7 @@ class Resources:
     redis: ArqRedis
     hub: EventHub
     market: Market
+    admission: Admission
     signer: str
 
 

@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import EngineError, ServiceUnavailable
+from shared.errors import EngineError, RateLimited, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def json_response(
 
 def _render(err: EngineError) -> Response:
     headers = {}
-    if isinstance(err, ServiceUnavailable):
+    if isinstance(err, ServiceUnavailable | RateLimited):
         headers["Retry-After"] = str(err.retry_after_s)
     return json_response(err.body(), err.status_code, headers)
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from arq.connections import RedisSettings, create_pool
 from fastapi import FastAPI
 
+from app.admission import Admission
 from app.deps import Resources
 from app.errors import install_error_handlers
 from app.hub import EventHub
@@ -42,10 +43,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 market = Market(redis, settings)
                 await market.ensure_seeded()
-                hub = EventHub(redis)
+                hub = EventHub(redis, settings.ws_buffer_events)
                 await hub.start()
                 signer = str(load_keypair(settings).pubkey())
-                app.state.resources = Resources(settings, pool, redis, hub, market, signer)
+                admission = Admission(redis, settings.rate_limit_per_s, settings.max_queue_depth)
+                app.state.resources = Resources(
+                    settings, pool, redis, hub, market, admission, signer
+                )
                 log.info("API ready on port %d", settings.port)
                 yield
                 await hub.stop()

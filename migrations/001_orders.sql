@@ -26,6 +26,7 @@ CREATE TABLE orders (
     tx_pending      boolean     NOT NULL DEFAULT false,
     slot            bigint,
     attempts        integer     NOT NULL DEFAULT 0,
+    runs            integer     NOT NULL DEFAULT 0,  -- job runs that picked the order up
     last_seq        integer     NOT NULL DEFAULT 0,
     last_error      text,
     error_code      text,

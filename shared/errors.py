@@ -58,6 +58,15 @@ class UnsupportedMediaType(EngineError):
     code = "UNSUPPORTED_MEDIA_TYPE"
 
 
+class RateLimited(EngineError):
+    status_code = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ServiceUnavailable(EngineError):
     status_code = 503
     code = "SERVICE_UNAVAILABLE"

@@ -13,6 +13,8 @@ REF_PRICES = PREFIX + "market:ref"
 MARKET_SEEDED = PREFIX + "market:seeded"
 MARKET_TICKER_LOCK = PREFIX + "market:ticker"
 CLUSTER_GENESIS_MS = PREFIX + "cluster:genesis_ms"
+# Per-client order counters for the rate limit: RATE_LIMIT + "<client>:<unix second>".
+RATE_LIMIT = PREFIX + "ratelimit:"
 
 
 def pools_key(pair_key: str) -> str:

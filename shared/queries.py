@@ -131,6 +131,15 @@ def event_message(
     }
 
 
+async def start_run(conn: asyncpg.Connection, order_id: uuid.UUID) -> Row | None:
+    """Count one more job run of an unfinished order and return it (None if missing/finished)."""
+    return await conn.fetchrow(
+        "UPDATE orders SET runs = runs + 1 WHERE id = $1 AND status <> ALL($2::text[]) RETURNING *",
+        order_id,
+        _TERMINAL,
+    )
+
+
 async def get_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> Row | None:
     return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
 

@@ -21,8 +21,22 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=20)
     backoff_base_ms: int = Field(500, ge=0)
     job_timeout_s: int = Field(120, ge=5)
+    # A running job renews a lease this long; a killed worker's order is picked up after it.
+    job_lease_s: float = Field(10.0, gt=0)
+    # SIGTERM: stop taking jobs and let running ones finish for this long before handing back.
+    shutdown_grace_s: int = Field(20, ge=0)
+    # Job runs an order may take (crashes included) before it is failed instead of retried.
+    max_runs: int = Field(10, ge=1)
     sweep_interval_s: float = Field(5.0, gt=0)
     stale_order_s: float = Field(30.0, gt=0)
+
+    # Admission: orders per second per client (0 = off) and queued jobs before 503 (0 = off).
+    rate_limit_per_s: int = Field(100, ge=0)
+    max_queue_depth: int = Field(10_000, ge=0)
+    # WebSocket: events buffered per socket, and how long one send may block, before the
+    # socket is closed with 4408 (reconnect with afterSeq).
+    ws_buffer_events: int = Field(256, ge=1)
+    ws_send_timeout_s: float = Field(10.0, gt=0)
 
     sim_latency_scale: float = Field(1.0, ge=0)
     sim_seed: int | None = None

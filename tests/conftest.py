@@ -49,6 +49,7 @@ def _with_db(url: str, name: str) -> str:
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
     with tempfile.TemporaryDirectory(prefix="oee-test-") as tmp:
+        os.chmod(tmp, 0o755)  # as root, PostgreSQL runs as `nobody`, which must reach the data dir
         root = Path(tmp)
         pg_url, redis_url = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
         pg = None if pg_url else EmbeddedPostgres(root / "pg", fast=True)
@@ -166,6 +167,7 @@ def test_settings(database_url: str, redis_url: str, data_dir: Path, **overrides
         "sim_tick_ms": 0,
         "sim_seed": 7,
         "backoff_base_ms": 10,
+        "rate_limit_per_s": 0,
         "data_dir": str(data_dir),
         "log_level": "INFO",
     }

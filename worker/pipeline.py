@@ -18,7 +18,6 @@ from redis.exceptions import RedisError
 
 from shared import events, queries
 from shared.market.tokens import Token, from_base_units, resolve_token
-from shared.models import TERMINAL_STATUSES
 from shared.numbers import dec_str
 from shared.routing import Route, human_price
 from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, SignatureStatus
@@ -94,12 +93,9 @@ class OrderRun:
 async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
     """Advance the order as far as it can go now; returns its status or when to try again."""
     async with engine.db.acquire() as conn:
-        row = await queries.get_order(conn, order_id)
-    if row is None:
-        log.error("order %s: not found", order_id)
-        return "missing"
-    if row["status"] in TERMINAL_STATUSES:
-        return str(row["status"])
+        row = await queries.start_run(conn, order_id)
+    if row is None:  # finished already (a duplicate or late job), or never existed
+        return "done"
     token_in, token_out = resolve_token(row["token_in"]), resolve_token(row["token_out"])
     assert token_in is not None and token_out is not None
     run = OrderRun(engine, row, token_in, token_out)
@@ -113,6 +109,9 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
                 raise AttemptFailed(
                     "BLOCKHASH_EXPIRED", "transaction expired before it landed", True
                 )
+        if row["runs"] > engine.settings.max_runs:
+            raise AttemptFailed("EXECUTION_ABANDONED",
+                                f"the order's job was interrupted {row['runs'] - 1} times", False)
         attempt += 1
         if attempt > engine.settings.max_attempts:
             raise AttemptFailed(
@@ -191,6 +190,7 @@ async def _attempt(run: OrderRun, attempt: int) -> tuple[str, SignatureStatus]:
     building = {
         "dex": chosen.dex,
         "pool": chosen.pool.address,
+        "txHash": signed.signature,
         "minAmountOut": dec_str(from_base_units(run.token_out, min_out)),
         "computeUnitPrice": signed.compute_unit_price,
         "computeUnitLimit": COMPUTE_UNIT_LIMIT,

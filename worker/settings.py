@@ -80,5 +80,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "keep_result": 0,
         "poll_delay": 0.05,
         "handle_signals": True,
+        # SIGTERM: take no new jobs, let running ones finish; any still running after the
+        # grace period are cancelled and re-queued by arq, and resume from PostgreSQL.
+        "job_completion_wait": settings.shutdown_grace_s,
         "ctx": {"settings": settings},
     }

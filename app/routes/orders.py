@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
+from starlette.requests import HTTPConnection
 
 from app import service
 from app.deps import Res, ws_base
@@ -27,6 +28,11 @@ StatusFilter = Literal[
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503)
 }
+
+
+def client_key(conn: HTTPConnection) -> str:
+    """Who the rate limit counts against: the peer address (the proxy's, behind one)."""
+    return conn.client.host if conn.client else "unknown"
 
 
 def _reject_constant(name: str) -> Any:
@@ -76,6 +82,7 @@ async def execute_order(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> dict[str, Any]:
     order = validate_order(await read_json_body(request))
+    await res.admission.check(client_key(request))
     return await service.create_order(res.db, res.redis, order, ws_base(request), idempotency_key)
 
 

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketState
 from app import service
 from app.deps import Resources, get_resources, ws_base
 from app.hub import Subscription
-from app.routes.orders import MAX_BODY_BYTES, parse_json
+from app.routes.orders import MAX_BODY_BYTES, client_key, parse_json
 from shared import queries
 from shared.errors import EngineError
 from shared.models import TERMINAL_STATUSES, validate_order
@@ -73,6 +73,7 @@ async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
         if len(text.encode()) > MAX_BODY_BYTES:
             raise EngineError("order message too large")
         order = validate_order(parse_json(text.encode()))
+        await res.admission.check(client_key(ws))
         accepted = await service.create_order(res.db, res.redis, order, ws_base(ws), None)
     except TimeoutError:
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
@@ -108,24 +109,32 @@ async def _drain_client(ws: WebSocket) -> None:
             return
 
 
+class ReaderTooSlow(Exception):
+    """The client is not reading fast enough for its buffer or a send timed out."""
+
+
 async def _stream(
     ws: WebSocket, res: Resources, sub: Subscription, order_id: uuid.UUID, after_seq: int
 ) -> None:
+    timeout_s = res.settings.ws_send_timeout_s
     last = after_seq
-    last = await _catch_up(ws, res, order_id, last)
-    while last >= 0:
-        try:
-            event = await asyncio.wait_for(sub.queue.get(), IDLE_CHECK_S)
-        except TimeoutError:
-            last = await _catch_up(ws, res, order_id, last)  # belt and braces for a missed publish
-            continue
-        if sub.overflowed:
-            await ws.close(CLOSE_TOO_SLOW, f"too slow; reconnect with afterSeq={last}")
-            return
-        if event.get("resync") or event["seq"] > last + 1:
-            last = await _catch_up(ws, res, order_id, last)
-        elif event["seq"] == last + 1:
-            last = await _send(ws, event)
+    try:
+        last = await _catch_up(ws, res, order_id, last)
+        while last >= 0:
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), IDLE_CHECK_S)
+            except TimeoutError:
+                last = await _catch_up(ws, res, order_id, last)  # in case a publish was missed
+                continue
+            if sub.overflowed:
+                raise ReaderTooSlow
+            if event.get("resync") or event["seq"] > last + 1:
+                last = await _catch_up(ws, res, order_id, last)
+            elif event["seq"] == last + 1:
+                last = await _send(ws, event, timeout_s)
+    except ReaderTooSlow:
+        await ws.close(CLOSE_TOO_SLOW, f"reader too slow; reconnect with afterSeq={max(last, 0)}")
+        return
     await ws.close(CLOSE_NORMAL, "order finished")
 
 
@@ -134,14 +143,17 @@ async def _catch_up(ws: WebSocket, res: Resources, order_id: uuid.UUID, last: in
     async with res.db.acquire() as conn:
         history = await queries.get_events(conn, order_id, last)
     for event in history:
-        last = await _send(ws, event)
+        last = await _send(ws, event, res.settings.ws_send_timeout_s)
         if last < 0:
             break
     return last
 
 
-async def _send(ws: WebSocket, event: dict[str, Any]) -> int:
+async def _send(ws: WebSocket, event: dict[str, Any], timeout_s: float) -> int:
     if ws.client_state != WebSocketState.CONNECTED:
         raise WebSocketDisconnect(CLOSE_GOING_AWAY)
-    await ws.send_text(orjson.dumps(event).decode())
+    try:
+        await asyncio.wait_for(ws.send_text(orjson.dumps(event).decode()), timeout_s)
+    except TimeoutError:
+        raise ReaderTooSlow from None
     return -1 if event["status"] in TERMINAL_STATUSES else int(event["seq"])
