@@ -11,7 +11,7 @@ from app.admission import Admission
 from app.deps import Resources
 from app.errors import install_error_handlers
 from app.hub import EventHub
-from app.routes import orders, system, ws
+from app.routes import orders, sim, system, ws
 from shared import db as database
 from shared.settings import Settings, get_settings
 from shared.sim.market import Market
@@ -68,4 +68,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(orders.router)
     app.include_router(ws.router)
     app.include_router(system.router)
+    app.include_router(sim.router)
     return app

@@ -13,14 +13,21 @@ import orjson
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from shared import events, keys, queries
-from shared.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidOrder, NotFound
-from shared.market.tokens import Token, from_base_units, resolve_token
+from shared import events, keys, queries, triggers
+from shared.errors import (
+    Conflict,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    InvalidOrder,
+    NotFound,
+)
+from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
 from shared.models import NewOrder, OrderDetail, OrderPublic, Stats
 from shared.numbers import dec_str
+from shared.queue import enqueue_order
 from shared.routing import choose_route
+from shared.sim import launches
 from shared.sim.market import Market
-from worker.sweeper import enqueue_order
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,11 @@ async def create_order(
     so an accepted order is never lost. With an idempotency key a retry returns the original
     response and creates nothing.
     """
+    if order.type == "sniper" and await launches.launched_token(redis, order.token_out.mint):
+        raise InvalidOrder(
+            "tokenOut: this token has already launched; use a market order",
+            [{"field": "tokenOut", "message": "already launched"}],
+        )
     order_id = uuid.uuid4()
     request_hash = hashlib.sha256(
         orjson.dumps(order.payload, option=orjson.OPT_SORT_KEYS)
@@ -68,7 +80,17 @@ async def create_order(
                 )
     try:
         await events.publish(redis, event)
-        await enqueue_order(redis, order_id)
+        if order.type == "market":
+            await enqueue_order(redis, order_id)
+        else:
+            await triggers.index_waiting(
+                redis,
+                order_id,
+                order.type,
+                order.token_in.mint,
+                order.token_out.mint,
+                order.limit_price,
+            )
     except RedisError as exc:
         log.warning(
             "order %s accepted but not queued yet (%s); the sweeper will queue it", order_id, exc
@@ -107,9 +129,9 @@ async def _claim_key(
 
 
 def _amount(mint: str, value: int | Decimal | None) -> str | None:
-    token = resolve_token(mint)
-    if value is None or token is None:
-        return None if value is None else str(value)
+    if value is None:
+        return None
+    token = resolve_token(mint) or unlisted_token(mint)
     return dec_str(from_base_units(token, int(value)))
 
 
@@ -244,3 +266,45 @@ async def quote(
         "chosen": route.chosen.dex,
         "reason": route.reason,
     }
+
+
+async def cancel_order(
+    db: asyncpg.Pool, redis: ArqRedis, order_id: str, signer: str | None
+) -> dict[str, Any]:
+    """Cancel a waiting limit or sniper order; 409 once it is executing or finished."""
+    oid = parse_order_id(order_id)
+    async with db.acquire() as conn:
+        row = await queries.get_order(conn, oid)
+        if row is None:
+            raise NotFound(f"order {order_id} not found")
+        event = None
+        if row["type"] != "market":
+            event = await queries.transition(
+                conn,
+                oid,
+                "cancelled",
+                attempt=0,
+                data={"reason": "cancelled by the client"},
+                allowed_from=("pending",),
+                untriggered_only=True,
+            )
+    if event is None:
+        current = row["status"] if row["type"] == "market" else await _status(db, oid)
+        raise Conflict(
+            f"order is {current} and can no longer be cancelled"
+            + ("" if row["type"] != "market" else " (market orders execute at once)"),
+            [{"status": current}],
+        )
+    await triggers.unindex(redis, oid, row["type"], row["token_in"], row["token_out"])
+    try:
+        await events.publish(redis, event)
+    except RedisError as exc:
+        log.warning("order %s cancelled; publish failed: %s", oid, exc)
+    return await get_order(db, order_id, signer)
+
+
+async def _status(db: asyncpg.Pool, order_id: uuid.UUID) -> str:
+    async with db.acquire() as conn:
+        row = await queries.get_order(conn, order_id)
+    status = "gone" if row is None else str(row["status"])
+    return "executing" if status == "pending" else status

@@ -19,7 +19,7 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -30,7 +30,7 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> asyncp
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init_connection,
         command_timeout=30,
         timeout=10,
     )

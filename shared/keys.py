@@ -13,6 +13,11 @@ REF_PRICES = PREFIX + "market:ref"
 MARKET_SEEDED = PREFIX + "market:seeded"
 MARKET_TICKER_LOCK = PREFIX + "market:ticker"
 CLUSTER_GENESIS_MS = PREFIX + "cluster:genesis_ms"
+# Launched tokens (hash mint -> JSON) and the channel announcing each launch.
+LAUNCHED_TOKENS = PREFIX + "market:launched"
+LAUNCHES_CHANNEL = PREFIX + "launches"
+# Waiting orders: limit orders by directed pair (zset scored by limit price), snipers by mint.
+MARKET_MOVES_CHANNEL = PREFIX + "market:moves"
 # Per-client order counters for the rate limit: RATE_LIMIT + "<client>:<unix second>".
 RATE_LIMIT = PREFIX + "ratelimit:"
 
@@ -29,3 +34,14 @@ def pool_version_key(address: str) -> str:
 def signature_key(signature: str) -> str:
     """The simulated cluster's status record for one transaction signature."""
     return f"{PREFIX}cluster:sig:{signature}"
+
+
+def limits_key(mint_in: str, mint_out: str) -> str:
+    return f"{PREFIX}waiting:limit:{mint_in}:{mint_out}"
+
+
+def snipers_key(mint: str) -> str:
+    return f"{PREFIX}waiting:sniper:{mint}"
+
+
+LIMIT_PAIRS = PREFIX + "waiting:limit-pairs"  # set of "mint_in:mint_out" with waiting limits

@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
+from solders.pubkey import Pubkey
 
 from shared.errors import InvalidJson, InvalidOrder
-from shared.market.tokens import Token, resolve_token, to_base_units
+from shared.market.tokens import Token, resolve_token, to_base_units, unlisted_token
 
 OrderType = Literal["market", "limit", "sniper"]
 TERMINAL_STATUSES = ("confirmed", "failed", "cancelled", "expired")
@@ -39,6 +40,9 @@ class OrderCreate(CamelModel):
     limit_price: Decimal | None = Field(
         None, gt=0, allow_inf_nan=False, description="limit orders: minimum tokenOut per tokenIn"
     )
+    max_price: Decimal | None = Field(
+        None, gt=0, allow_inf_nan=False, description="sniper orders: at most tokenIn per tokenOut"
+    )
     expires_in_seconds: StrictInt | None = Field(None, ge=1, le=MAX_EXPIRY_S)
     client_order_id: StrictStr | None = Field(None, max_length=64)
 
@@ -53,9 +57,17 @@ class NewOrder:
     amount_in: int  # base units of token_in
     slippage_bps: int
     limit_price: Decimal | None
+    max_price: Decimal | None
     expires_in_s: int | None
     client_order_id: str | None
     payload: dict[str, Any]  # the normalised request, as stored and hashed for idempotency
+
+    def waiting_for(self) -> str:
+        """What a waiting (limit or sniper) order waits for, in words."""
+        pair = f"{self.token_out.symbol} per {self.token_in.symbol}"
+        if self.type == "limit":
+            return f"best net price for the full size to reach {self.limit_price} {pair}"
+        return f"launch of {self.token_out.mint}"
 
 
 def _detail(field: str, message: str) -> dict[str, str]:
@@ -80,6 +92,23 @@ def _resolve(field: str, value: str) -> Token:
     return token
 
 
+def _sniper_target(value: str) -> Token:
+    """A sniper's tokenOut: the mint of a token that does not trade yet."""
+    if resolve_token(value) is not None:
+        raise InvalidOrder(
+            "tokenOut: sniper orders target a token that has not launched yet",
+            [_detail("tokenOut", "already trading; use a market or limit order")],
+        )
+    try:
+        Pubkey.from_string(value)
+    except ValueError:
+        raise InvalidOrder(
+            "tokenOut: expected the base58 mint of the token to snipe",
+            [_detail("tokenOut", "not a base58 mint address")],
+        ) from None
+    return unlisted_token(value)
+
+
 def validate_order(body: Any) -> NewOrder:
     """Turn a decoded JSON body into a `NewOrder`, or raise `InvalidOrder` saying what is wrong."""
     if not isinstance(body, dict):
@@ -91,7 +120,11 @@ def validate_order(body: Any) -> NewOrder:
         first = details[0]
         raise InvalidOrder(f"{first['field']}: {first['message']}", details) from None
     token_in = _resolve("tokenIn", req.token_in)
-    token_out = _resolve("tokenOut", req.token_out)
+    token_out = (
+        _sniper_target(req.token_out)
+        if req.type == "sniper"
+        else _resolve("tokenOut", req.token_out)
+    )
     if token_in.mint == token_out.mint:
         raise InvalidOrder(
             "tokenIn and tokenOut must differ", [_detail("tokenOut", "same token as tokenIn")]
@@ -105,6 +138,10 @@ def validate_order(body: Any) -> NewOrder:
         raise InvalidOrder(
             "limitPrice applies to limit orders only", [_detail("limitPrice", "not allowed")]
         )
+    if req.type != "sniper" and req.max_price is not None:
+        raise InvalidOrder(
+            "maxPrice applies to sniper orders only", [_detail("maxPrice", "not allowed")]
+        )
     if req.type == "market" and req.expires_in_seconds is not None:
         raise InvalidOrder(
             "expiresInSeconds applies to limit and sniper orders only",
@@ -113,7 +150,7 @@ def validate_order(body: Any) -> NewOrder:
     payload: dict[str, Any] = {
         "type": req.type,
         "tokenIn": token_in.symbol,
-        "tokenOut": token_out.symbol,
+        "tokenOut": token_out.symbol if req.type != "sniper" else token_out.mint,
         "amountIn": str(req.amount_in.normalize())
         if req.amount_in % 1
         else str(int(req.amount_in)),
@@ -121,6 +158,8 @@ def validate_order(body: Any) -> NewOrder:
     }
     if req.limit_price is not None:
         payload["limitPrice"] = str(req.limit_price)
+    if req.max_price is not None:
+        payload["maxPrice"] = str(req.max_price)
     if req.expires_in_seconds is not None:
         payload["expiresInSeconds"] = req.expires_in_seconds
     if req.client_order_id is not None:
@@ -132,6 +171,7 @@ def validate_order(body: Any) -> NewOrder:
         amount_in=amount,
         slippage_bps=req.slippage_bps,
         limit_price=req.limit_price,
+        max_price=req.max_price,
         expires_in_s=req.expires_in_seconds,
         client_order_id=req.client_order_id,
         payload=payload,

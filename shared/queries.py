@@ -41,12 +41,15 @@ async def insert_order(
         None if order.expires_in_s is None else _now_utc() + timedelta(seconds=order.expires_in_s)
     )
     event_data = {k: v for k, v in order.payload.items() if k != "clientOrderId"}
+    if order.type != "market":
+        event_data["waiting"] = order.waiting_for()
     row = await conn.fetchrow(
         """
         WITH o AS (
             INSERT INTO orders (id, type, payload, status, token_in, token_out, amount_in,
-                                slippage_bps, client_order_id, limit_price, expires_at, last_seq)
-            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, 1)
+                                slippage_bps, client_order_id, limit_price, expires_at, max_price,
+                                last_seq)
+            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $12, 1)
             RETURNING *
         ), e AS (
             INSERT INTO order_events (order_id, seq, status, attempt, at, data)
@@ -66,6 +69,7 @@ async def insert_order(
         order.limit_price,
         expires_at,
         event_data,
+        order.max_price,
     )
     assert row is not None
     event = event_message(order_id, 1, "pending", 0, row["event_at"], event_data)
@@ -81,6 +85,7 @@ async def transition(
     data: dict[str, Any],
     allowed_from: tuple[str, ...],
     fields: dict[str, Any] | None = None,
+    untriggered_only: bool = False,
 ) -> dict[str, Any] | None:
     """Move an order to `status` and append its event, atomically, in one round trip.
 
@@ -94,11 +99,13 @@ async def transition(
         raise ValueError(f"not updatable: {sorted(bad)}")
     names = sorted(fields)
     sets = "".join(f", {name} = ${i}" for i, name in enumerate(names, start=6))
+    # A waiting order is cancelled or expired only while no trigger has claimed it.
+    guard = " AND triggered_at IS NULL" if untriggered_only else ""
     row = await conn.fetchrow(
         f"""
         WITH o AS (
             UPDATE orders SET status = $2, last_seq = last_seq + 1, updated_at = now(){sets}
-            WHERE id = $1 AND status = ANY($3::text[])
+            WHERE id = $1 AND status = ANY($3::text[]){guard}
             RETURNING id, last_seq
         )
         INSERT INTO order_events (order_id, seq, status, attempt, data)
@@ -132,9 +139,11 @@ def event_message(
 
 
 async def start_run(conn: asyncpg.Connection, order_id: uuid.UUID) -> Row | None:
-    """Count one more job run of an unfinished order and return it (None if missing/finished)."""
+    """Count one more job run of an order that may run now: unfinished, and (limit/sniper)
+    triggered. None when there is nothing to do."""
     return await conn.fetchrow(
-        "UPDATE orders SET runs = runs + 1 WHERE id = $1 AND status <> ALL($2::text[]) RETURNING *",
+        "UPDATE orders SET runs = runs + 1 WHERE id = $1 AND status <> ALL($2::text[])"
+        " AND NOT (type <> 'market' AND triggered_at IS NULL) RETURNING *",
         order_id,
         _TERMINAL,
     )
@@ -194,6 +203,55 @@ async def count_by_venue(conn: asyncpg.Connection) -> dict[str, int]:
     return {r["dex_chosen"]: r["n"] for r in rows}
 
 
+async def claim_trigger(conn: asyncpg.Connection, order_id: uuid.UUID, reason: str) -> bool:
+    """Mark a waiting order triggered; False if it was cancelled, expired or claimed already.
+
+    Cancel and expiry guard on the same `triggered_at IS NULL`, so exactly one of them wins.
+    """
+    claimed = await conn.fetchval(
+        "UPDATE orders SET triggered_at = clock_timestamp(), trigger_reason = $2,"
+        " updated_at = now()"
+        " WHERE id = $1 AND status = 'pending' AND triggered_at IS NULL RETURNING true",
+        order_id,
+        reason,
+    )
+    return bool(claimed)
+
+
+async def rearm_trigger(conn: asyncpg.Connection, order_id: uuid.UUID) -> bool:
+    """Put a triggered limit order back to waiting (its price went away before it ran)."""
+    done = await conn.fetchval(
+        "UPDATE orders SET triggered_at = NULL, trigger_reason = NULL, updated_at = now()"
+        " WHERE id = $1 AND status = 'pending' RETURNING true",
+        order_id,
+    )
+    return bool(done)
+
+
+async def waiting_orders(conn: asyncpg.Connection, ids: list[uuid.UUID] | None = None) -> list[Row]:
+    """Untriggered limit/sniper orders (all of them, or those among `ids`)."""
+    return await conn.fetch(
+        """
+        SELECT id, type, token_in, token_out, amount_in, limit_price, expires_at FROM orders
+        WHERE status = 'pending' AND triggered_at IS NULL AND type <> 'market'
+          AND ($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
+        """,
+        ids,
+    )
+
+
+async def due_to_expire(conn: asyncpg.Connection, limit: int = 500) -> list[Row]:
+    return await conn.fetch(
+        """
+        SELECT id, type, token_in, token_out FROM orders
+        WHERE status = 'pending' AND triggered_at IS NULL AND type <> 'market'
+          AND expires_at <= now()
+        LIMIT $1
+        """,
+        limit,
+    )
+
+
 async def stale_open_orders(
     conn: asyncpg.Connection, older_than_s: float, limit: int = 500
 ) -> list[Row]:
@@ -202,6 +260,7 @@ async def stale_open_orders(
         """
         SELECT id, type, status, attempts, updated_at FROM orders
         WHERE status <> ALL($1::text[]) AND updated_at < now() - make_interval(secs => $2)
+          AND NOT (status = 'pending' AND type <> 'market' AND triggered_at IS NULL)
         ORDER BY updated_at LIMIT $3
         """,
         _TERMINAL,

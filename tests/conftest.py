@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from app.main import create_app
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
-from shared.db import migrate
+from shared.db import init_connection, migrate
 from shared.settings import Settings
 from shared.sim.market import Market
 from worker.settings import worker_settings
@@ -107,6 +107,7 @@ async def redis(infra: Infra) -> AsyncIterator[Redis]:
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
+    await init_connection(conn)  # json/jsonb as Python objects, as the app's pool does
     yield conn
     await conn.close()
 

@@ -11,15 +11,17 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from decimal import ROUND_CEILING
 from typing import Any
 
 import asyncpg
 from redis.exceptions import RedisError
 
-from shared import events, queries
-from shared.market.tokens import Token, from_base_units, resolve_token
+from shared import events, queries, triggers
+from shared.market.tokens import Token, from_base_units
 from shared.numbers import dec_str
 from shared.routing import Route, human_price
+from shared.sim import launches
 from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, SignatureStatus
 from shared.sim.pools import SLIPPAGE_ERRORS
 from shared.sim.programs import SwapInstruction
@@ -39,6 +41,10 @@ class AttemptFailed(Exception):
     def __init__(self, code: str, message: str, retryable: bool) -> None:
         super().__init__(message)
         self.code, self.message, self.retryable = code, message, retryable
+
+
+class Rearmed(Exception):
+    """A triggered limit order whose price went away before it ran; it waits again."""
 
 
 class Superseded(Exception):
@@ -94,9 +100,10 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
     """Advance the order as far as it can go now; returns its status or when to try again."""
     async with engine.db.acquire() as conn:
         row = await queries.start_run(conn, order_id)
-    if row is None:  # finished already (a duplicate or late job), or never existed
+    if row is None:  # finished, still waiting for its trigger, or never existed
         return "done"
-    token_in, token_out = resolve_token(row["token_in"]), resolve_token(row["token_out"])
+    token_in = await launches.token(engine.redis, row["token_in"])
+    token_out = await launches.token(engine.redis, row["token_out"])
     assert token_in is not None and token_out is not None
     run = OrderRun(engine, row, token_in, token_out)
     attempt = int(row["attempts"])
@@ -110,8 +117,11 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
                     "BLOCKHASH_EXPIRED", "transaction expired before it landed", True
                 )
         if row["runs"] > engine.settings.max_runs:
-            raise AttemptFailed("EXECUTION_ABANDONED",
-                                f"the order's job was interrupted {row['runs'] - 1} times", False)
+            raise AttemptFailed(
+                "EXECUTION_ABANDONED",
+                f"the order's job was interrupted {row['runs'] - 1} times",
+                False,
+            )
         attempt += 1
         if attempt > engine.settings.max_attempts:
             raise AttemptFailed(
@@ -123,6 +133,9 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
         return await _settle(run, attempt, signature, landed)
     except AttemptFailed as failure:
         return await _after_failure(run, attempt, failure)
+    except Rearmed:
+        log.info("order %s: price moved away before execution; waiting again", order_id)
+        return "waiting"
     except Superseded as exc:
         log.warning("order %s: %s", order_id, exc)
         return "superseded"
@@ -155,12 +168,18 @@ async def _attempt(run: OrderRun, attempt: int) -> tuple[str, SignatureStatus]:
         )
     _log_route(run, attempt, route)
     chosen, slippage = route.chosen, int(row["slippage_bps"])
-    min_out = chosen.min_amount_out(slippage)
+    guard = _guard_min_out(run)
+    if row["type"] == "limit" and row["status"] == "pending" and chosen.amount_out < guard:
+        await _rearm(run)
+    # The transaction never accepts less than the order's own guard (limit price, maxPrice).
+    min_out = max(chosen.min_amount_out(slippage), guard)
     routing: dict[str, Any] = {
         "quotes": [q.to_event(run.token_in, run.token_out, slippage) for q in route.quotes],
         "chosen": chosen.dex,
         "reason": route.reason,
     }
+    if attempt == 1 and row["trigger_reason"]:
+        routing["trigger"] = row["trigger_reason"]
     if attempt > 1:
         routing["retryOf"] = {"code": row["error_code"], "error": row["last_error"]}
     await run.move(
@@ -210,6 +229,35 @@ async def _attempt(run: OrderRun, attempt: int) -> tuple[str, SignatureStatus]:
         tx_pending=True,
     )
     return signed.signature, await _send(run, attempt, signed, lvbh)
+
+
+def _guard_min_out(run: OrderRun) -> int:
+    """The least output a limit (limitPrice) or sniper (maxPrice) order may accept; 0 if none."""
+    row, amount_in = run.row, from_base_units(run.token_in, int(run.row["amount_in"]))
+    if row["limit_price"] is not None:
+        wanted = amount_in * row["limit_price"]
+    elif row["max_price"] is not None:
+        wanted = amount_in / row["max_price"]
+    else:
+        return 0
+    return int(wanted.scaleb(run.token_out.decimals).to_integral_value(rounding=ROUND_CEILING))
+
+
+async def _rearm(run: OrderRun) -> None:
+    async with run.engine.db.acquire() as conn:
+        rearmed = await queries.rearm_trigger(conn, run.order_id)
+    if rearmed:
+        row = run.row
+        await triggers.index_waiting(
+            run.engine.redis,
+            run.order_id,
+            row["type"],
+            row["token_in"],
+            row["token_out"],
+            row["limit_price"],
+        )
+        raise Rearmed
+    raise Superseded("cancelled or expired while triggering")
 
 
 async def _send(run: OrderRun, attempt: int, signed: SignedSwap, lvbh: int) -> SignatureStatus:

@@ -9,7 +9,7 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from shared import keys
+from shared import keys, triggers
 from shared.db import create_pool, migrate
 from shared.settings import Settings, get_settings
 from shared.sim.cluster import Cluster
@@ -18,7 +18,7 @@ from shared.sim.wallet import load_keypair
 from worker.engine import Engine
 from worker.jobs import execute_order
 from worker.sweeper import sweep
-from worker.ticker import run_ticker
+from worker.ticker import run_market_loop
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     market = Market(redis, settings)
     await market.ensure_seeded()
     keypair = load_keypair(settings)
-    ctx["engine"] = Engine(settings, db, redis, market, Cluster(redis, market, settings), keypair)
-    if settings.sim_tick_ms > 0:
-        ctx["ticker"] = asyncio.create_task(run_ticker(redis, market, settings.sim_tick_ms))
+    engine = Engine(settings, db, redis, market, Cluster(redis, market, settings), keypair)
+    ctx["engine"] = engine
+    waiting = await triggers.rebuild_index(db, redis)
+    ctx["ticker"] = asyncio.create_task(run_market_loop(engine))
     log.info(
-        "worker ready: concurrency %d, signer %s", settings.worker_concurrency, keypair.pubkey()
+        "worker ready: concurrency %d, signer %s, %d waiting orders indexed",
+        settings.worker_concurrency,
+        keypair.pubkey(),
+        waiting,
     )
 
 

@@ -1,30 +1,16 @@
 """Re-drives orders whose job was lost, so an accepted order always reaches a terminal status."""
 
 import logging
-import uuid
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
 from shared import keys, queries
+from shared.queue import enqueue_order
 from worker.engine import Engine
 
 log = logging.getLogger(__name__)
-
-EXECUTE_ORDER = "execute_order"
-
-
-async def enqueue_order(redis: ArqRedis, order_id: uuid.UUID | str, defer_s: float = 0) -> bool:
-    """Queue the order's job (its id is the order id, so duplicates collapse); False if queued."""
-    job = await redis.enqueue_job(
-        EXECUTE_ORDER,
-        str(order_id),
-        _job_id=str(order_id),
-        _queue_name=keys.QUEUE_NAME,
-        _defer_by=defer_s or None,
-    )
-    return job is not None
 
 
 async def sweep(ctx: dict[str, Any]) -> int:

@@ -1,19 +1,22 @@
-"""Moves the simulated market on a clock; exactly one worker ticks at a time."""
+"""The market loop: one worker at a time moves the market and fires the triggers it causes."""
 
 import asyncio
 import logging
 import os
 import socket
+import time
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import keys
-from shared.sim.market import Market
+from shared import keys, triggers
+from worker.engine import Engine
 
 log = logging.getLogger(__name__)
 
-# Take the lock if free, or extend it if we hold it; anything else means another worker ticks.
+# Checking triggers this often also catches price moves made by fills, not just by ticks.
+TRIGGER_INTERVAL_S = 0.1
+
+# Take the lock if free, or extend it if we hold it; anything else means another worker leads.
 _LEAD = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
@@ -24,14 +27,22 @@ return 0
 """
 
 
-async def run_ticker(redis: Redis, market: Market, tick_ms: int) -> None:
-    """Tick the market every `tick_ms` while this worker holds the ticker lock (until cancelled)."""
+async def run_market_loop(engine: Engine) -> None:
+    """While this worker holds the lock: tick the market every SIM_TICK_MS (0 = never), and
+    after every tick and every TRIGGER_INTERVAL_S fire limit orders and expire waiting ones.
+    Runs until cancelled."""
     me = f"{socket.gethostname()}:{os.getpid()}"
-    lead = redis.register_script(_LEAD)
+    lead = engine.redis.register_script(_LEAD)
+    tick_s = engine.settings.sim_tick_ms / 1000
+    next_tick = time.monotonic()
     while True:
         try:
-            if await lead(keys=[keys.MARKET_TICKER_LOCK], args=[me, tick_ms * 3]):
-                await market.tick()
+            if await lead(keys=[keys.MARKET_TICKER_LOCK], args=[me, 5000]):
+                if tick_s and time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick_s
+                    await engine.market.tick()
+                await triggers.check_limits(engine.db, engine.redis, engine.market)
+                await triggers.expire_due(engine.db, engine.redis)
         except RedisError as exc:
-            log.warning("market tick skipped: %s", exc)
-        await asyncio.sleep(tick_ms / 1000)
+            log.warning("market loop: Redis unavailable: %s", exc)
+        await asyncio.sleep(min(tick_s or TRIGGER_INTERVAL_S, TRIGGER_INTERVAL_S))

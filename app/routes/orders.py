@@ -99,3 +99,23 @@ async def list_orders(
 @router.get("/orders/{order_id}", response_model=OrderDetail, responses=_ERRORS)
 async def get_order(order_id: str, res: Res) -> dict[str, Any]:
     return await service.get_order(res.db, order_id, res.signer)
+
+
+@router.delete(
+    "/orders/{order_id}",
+    response_model=OrderDetail,
+    responses=_ERRORS,
+    summary="Cancel a waiting limit or sniper order",
+)
+async def cancel_order(order_id: str, res: Res) -> dict[str, Any]:
+    return await service.cancel_order(res.db, res.redis, order_id, res.signer)
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderDetail,
+    responses=_ERRORS,
+    summary="Cancel a waiting limit or sniper order (same as DELETE)",
+)
+async def cancel_order_post(order_id: str, res: Res) -> dict[str, Any]:
+    return await service.cancel_order(res.db, res.redis, order_id, res.signer)

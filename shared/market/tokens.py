@@ -65,6 +65,21 @@ _BY_SYMBOL = {t.symbol.upper(): t for t in TOKENS}
 _BY_MINT = {t.mint: t for t in TOKENS}
 
 
+# Tokens launched in the simulation (snipers' targets) all use this many decimals.
+LAUNCH_DECIMALS = 6
+
+
+def unlisted_token(mint: str, symbol: str | None = None) -> Token:
+    """A token that is not (or not yet) in the list: a launch, or a sniper's target mint."""
+    return Token(
+        symbol or f"{mint[:4]}…{mint[-4:]}",
+        symbol or "launched token",
+        mint,
+        LAUNCH_DECIMALS,
+        Decimal(0),
+    )
+
+
 def resolve_token(symbol_or_mint: str) -> Token | None:
     """Return the token with this symbol (any case) or this exact mint address, else None."""
     return _BY_MINT.get(symbol_or_mint) or _BY_SYMBOL.get(symbol_or_mint.upper())

@@ -1,0 +1,173 @@
+"""Waiting limit and sniper orders: their index in Redis, their triggers, and expiry.
+
+Limit orders are indexed per directed pair in a sorted set scored by limit price. On a market
+move, the best spot price of the pair bounds which limits could possibly fill (a full-size fill
+is never better than spot), so only those few are quoted at full size: the cost of a tick does
+not grow with the number of orders that are nowhere near their price. Snipers are indexed by
+the mint they wait for and fire when it launches. A trigger and a cancel race on one guarded
+row update in PostgreSQL, so each order gets exactly one outcome.
+"""
+
+import logging
+import time
+import uuid
+from decimal import Decimal
+
+import asyncpg
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+
+from shared import events, keys, queries
+from shared.market.tokens import from_base_units
+from shared.market.types import InsufficientLiquidity
+from shared.queue import enqueue_order
+from shared.routing import human_price
+from shared.sim.launches import token
+from shared.sim.market import Market
+from shared.sim.pools import Pool
+
+log = logging.getLogger(__name__)
+
+# Scores are floats; widen the candidate range so rounding never hides a fillable order (the
+# exact comparison is done in Decimal afterwards).
+_SCORE_SLACK = 1.000001
+
+
+async def index_waiting(
+    redis: ArqRedis,
+    order_id: uuid.UUID,
+    order_type: str,
+    mint_in: str,
+    mint_out: str,
+    limit_price: Decimal | None,
+) -> None:
+    if order_type == "limit":
+        assert limit_price is not None
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.limits_key(mint_in, mint_out), {str(order_id): float(limit_price)})
+            pipe.sadd(keys.LIMIT_PAIRS, f"{mint_in}:{mint_out}")
+            await pipe.execute()
+    elif order_type == "sniper":
+        await redis.sadd(keys.snipers_key(mint_out), str(order_id))
+
+
+async def unindex(
+    redis: ArqRedis, order_id: uuid.UUID, order_type: str, mint_in: str, mint_out: str
+) -> None:
+    if order_type == "limit":
+        await redis.zrem(keys.limits_key(mint_in, mint_out), str(order_id))
+    elif order_type == "sniper":
+        await redis.srem(keys.snipers_key(mint_out), str(order_id))
+
+
+async def rebuild_index(db: asyncpg.Pool, redis: ArqRedis) -> int:
+    """Re-create the waiting index from PostgreSQL (after a restart or a Redis loss)."""
+    async with db.acquire() as conn:
+        rows = await queries.waiting_orders(conn)
+    for r in rows:
+        await index_waiting(
+            redis, r["id"], r["type"], r["token_in"], r["token_out"], r["limit_price"]
+        )
+    return len(rows)
+
+
+async def _fire(db: asyncpg.Pool, redis: ArqRedis, order_id: uuid.UUID, reason: str) -> bool:
+    async with db.acquire() as conn:
+        claimed = await queries.claim_trigger(conn, order_id, reason)
+    if claimed:
+        await enqueue_order(redis, order_id)
+        log.info("order %s triggered: %s", order_id, reason)
+    return claimed
+
+
+async def check_limits(db: asyncpg.Pool, redis: ArqRedis, market: Market) -> int:
+    """Fire every limit order whose full-size best net quote reaches its limit; returns how many."""
+    fired = 0
+    for pair in await redis.smembers(keys.LIMIT_PAIRS):
+        mint_in, mint_out = pair.decode().split(":")
+        fired += await _check_pair(db, redis, market, mint_in, mint_out)
+    return fired
+
+
+async def _check_pair(
+    db: asyncpg.Pool, redis: ArqRedis, market: Market, mint_in: str, mint_out: str
+) -> int:
+    token_in, token_out = await token(redis, mint_in), await token(redis, mint_out)
+    pools = await market.pools(mint_in, mint_out)
+    if token_in is None or token_out is None or not pools:
+        return 0
+    spot_base = max(p.spot_price(mint_in) for p in pools)  # out base units per in base unit
+    bound = float(spot_base.scaleb(token_in.decimals - token_out.decimals)) * _SCORE_SLACK
+    key = keys.limits_key(mint_in, mint_out)
+    candidates = [uuid.UUID(m.decode()) for m in await redis.zrangebyscore(key, "-inf", bound)]
+    if not candidates:
+        return 0
+    async with db.acquire() as conn:
+        rows = await queries.waiting_orders(conn, candidates)
+    live = {r["id"] for r in rows}
+    stale = [str(c) for c in candidates if c not in live]  # cancelled/expired/claimed meanwhile
+    if stale:
+        await redis.zrem(key, *stale)
+    fired, now_ts = 0, int(time.time())
+    for r in rows:
+        amount = int(r["amount_in"])
+        best = _best_output(pools, mint_in, amount, now_ts)
+        if best is None:
+            continue
+        price = human_price(token_in, token_out, amount, best)
+        if price >= r["limit_price"]:
+            reason = (
+                f"best net price {price} {token_out.symbol}/{token_in.symbol} for "
+                f"{from_base_units(token_in, amount)} reached the limit {r['limit_price']}"
+            )
+            if await _fire(db, redis, r["id"], reason):
+                fired += 1
+            await redis.zrem(key, str(r["id"]))
+    return fired
+
+
+def _best_output(pools: list[Pool], mint_in: str, amount: int, now_ts: int) -> int | None:
+    outs = []
+    for pool in pools:
+        try:
+            outs.append(pool.quote(mint_in, amount, now_ts).amount_out)
+        except InsufficientLiquidity:
+            continue
+    return max(outs) if outs else None
+
+
+async def fire_snipers(db: asyncpg.Pool, redis: ArqRedis, mint: str, symbol: str) -> int:
+    """Fire every sniper waiting for `mint`; called as soon as the launch exists."""
+    fired = 0
+    for member in await redis.smembers(keys.snipers_key(mint)):
+        order_id = uuid.UUID(member.decode())
+        if await _fire(db, redis, order_id, f"launch of {symbol} ({mint})"):
+            fired += 1
+        await redis.srem(keys.snipers_key(mint), member)
+    return fired
+
+
+async def expire_due(db: asyncpg.Pool, redis: ArqRedis) -> int:
+    """Move waiting orders past their expiry to `expired`; returns how many."""
+    async with db.acquire() as conn:
+        due = await queries.due_to_expire(conn)
+        expired = []
+        for r in due:
+            event = await queries.transition(
+                conn,
+                r["id"],
+                "expired",
+                attempt=0,
+                data={"reason": "expiresInSeconds elapsed"},
+                allowed_from=("pending",),
+                untriggered_only=True,
+            )
+            if event is not None:
+                expired.append((r, event))
+    for r, event in expired:
+        await unindex(redis, r["id"], r["type"], r["token_in"], r["token_out"])
+        try:
+            await events.publish(redis, event)
+        except RedisError as exc:
+            log.warning("order %s expired; publish failed: %s", r["id"], exc)
+    return len(expired)
