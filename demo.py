@@ -40,6 +40,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from solders.keypair import Keypair
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidHandshake
 
@@ -63,7 +64,8 @@ DEFAULT_PAIRS = (
 )
 # Later rounds over the pair list use other sizes, so repeated pairs still differ.
 SIZE_FACTORS = (Decimal(1), Decimal("0.5"), Decimal(2), Decimal("0.25"))
-LIMIT_PREMIUM = Decimal("0.002")
+# Just above the market: the order visibly waits, and the drifting market usually reaches it.
+LIMIT_PREMIUM = Decimal("0.0005")
 LIMIT_EXPIRY_S = 120
 LOG_LINES = 8
 REFRESH_PER_S = 8
@@ -86,6 +88,7 @@ class OrderSpec:
     amount_in: str
     extra: Mapping[str, Any] = field(default_factory=dict)
     optional: bool = False  # an engine feature that may not exist yet: 400/404 means "skip"
+    launch_mint: str | None = None  # sniper: launch this mint once the order is waiting
 
     def body(self, slippage_bps: int, client_order_id: str) -> dict[str, Any]:
         """The POST /api/orders/execute request body."""
@@ -209,7 +212,7 @@ def apply_event(row: OrderRow, event: Mapping[str, Any]) -> bool:
         row.reached = STEPS.index(status)
     match status:
         case "pending":
-            row.message = text_of(event.get("message"))
+            row.message = text_of(event.get("waiting") or event.get("message"))
         case "routing":
             apply_routing(row, event)
         case "building":
@@ -805,10 +808,25 @@ async def run_order(
             accepted = response.json()
             order_id = text_of(accepted.get("orderId"))
             session.show(board.accept(index, order_id))
+            if row.spec.launch_mint:
+                await launch_token(session, client, index, row.spec.launch_mint)
             ws_url = text_of(accepted.get("wsUrl")) or ws_url_for(options.url, order_id)
             await follow(session, index, ws_url)
     except TimeoutError:
         session.show(board.time_out(index, options.timeout_s))
+
+
+async def launch_token(session: Session, client: httpx.AsyncClient, index: int, mint: str) -> None:
+    """The sniper is waiting: launch its token in the simulated market so it fires."""
+    response = await client.post("/api/sim/launches", json={"mint": mint, "symbol": "MOON"})
+    if response.status_code == 201:
+        fired = response.json().get("snipersTriggered")
+        session.show(
+            session.board.note(index, f"MOON launched; {fired} sniper(s) fired", "pending")
+        )
+    else:
+        code, message = error_parts(response)
+        session.show(session.board.note(index, f"launch failed: {code} {message}", "failed"))
 
 
 async def follow(session: Session, index: int, ws_url: str) -> None:
@@ -862,18 +880,10 @@ async def limit_spec(client: httpx.AsyncClient, options: Options) -> OrderSpec |
 
 
 async def sniper_spec(client: httpx.AsyncClient, options: Options) -> OrderSpec | str:
-    response = await client.post("/api/sim/launches", json={})
-    if response.status_code in (400, 404, 405):
-        status = response.status_code
-        return f"sniper order skipped: the server does not support launches ({status})"
-    if not response.is_success:
-        code, message = error_parts(response)
-        return f"sniper order skipped: launch failed ({response.status_code} {code}: {message})"
-    launch = response.json()
-    mint = text_of(launch.get("mint"))
-    symbol = text_of(launch.get("symbol")) or short_hash(mint)
+    """A sniper on a token that does not exist yet; its launch follows once it is waiting."""
+    mint = str(Keypair().pubkey())
     extra = {"tokenOut": mint, "expiresInSeconds": trigger_expiry_s(options.timeout_s)}
-    return OrderSpec("sniper", "SOL", symbol, "0.5", extra=extra, optional=True)
+    return OrderSpec("sniper", "SOL", "MOON", "0.5", extra=extra, optional=True, launch_mint=mint)
 
 
 ADVANCED_BUILDERS: tuple[AdvancedBuilder, ...] = (limit_spec, sniper_spec)

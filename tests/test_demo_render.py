@@ -270,4 +270,4 @@ def test_limit_price_sits_just_above_the_chosen_venue() -> None:
 
     best = demo.best_quote_price(payload)
     assert best == Decimal("149.5")
-    assert demo.limit_price(best) == "149.799"
+    assert demo.limit_price(best) == "149.57475"  # 0.05 % above
