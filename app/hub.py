@@ -95,7 +95,7 @@ class EventHub:
                 delay_s = min(delay_s * 2, 5.0)
             finally:
                 with contextlib.suppress(RedisError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, data: bytes) -> None:
         event = orjson.loads(data)

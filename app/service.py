@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from shared import events, keys, queries, triggers
+from shared.db import Conn
 from shared.errors import (
     Conflict,
     IdempotencyInProgress,
@@ -98,9 +99,7 @@ async def create_order(
     return response
 
 
-async def _claim_key(
-    conn: asyncpg.Connection, key: str, request_hash: str
-) -> dict[str, Any] | None:
+async def _claim_key(conn: Conn, key: str, request_hash: str) -> dict[str, Any] | None:
     """Claim the key for this request, or return the original response it already produced."""
     claimed = await conn.fetchval(
         """

@@ -30,7 +30,7 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]]) -> None:
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
-                raise SystemExit(f"{proc.args} exited with {proc.returncode}; see its log above")
+                raise SystemExit(f"{proc.args!r} exited with {proc.returncode}; see its log above")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -81,14 +81,18 @@ def run(workers: int) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "app"], env=env))
-        procs += [subprocess.Popen([sys.executable, "-m", "worker"], env=env) for _ in range(workers)]
+        procs += [
+            subprocess.Popen([sys.executable, "-m", "worker"], env=env) for _ in range(workers)
+        ]
         base = f"http://localhost:{settings.port}"
         _wait_healthy(f"http://127.0.0.1:{settings.port}/health", procs)
         say(f"ready in {time.monotonic() - started:.1f} s")
         say(f"API        {base}  (docs {base}/docs)")
         say(f"WebSocket  ws://localhost:{settings.port}/api/orders/execute")
-        say(f"workers    {workers} × concurrency {settings.worker_concurrency}, "
-            f"latency scale {settings.sim_latency_scale}")
+        say(
+            f"workers    {workers} x concurrency {settings.worker_concurrency}, "
+            f"latency scale {settings.sim_latency_scale}"
+        )
         say("try it     python demo.py      (Ctrl-C here stops everything)")
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.2)

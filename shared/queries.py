@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Conn
 from shared.models import TERMINAL_STATUSES, NewOrder
 
 # Columns a status transition may set, so callers cannot inject SQL through field names.
@@ -34,7 +35,7 @@ Row = asyncpg.Record
 
 
 async def insert_order(
-    conn: asyncpg.Connection, order_id: uuid.UUID, order: NewOrder
+    conn: Conn, order_id: uuid.UUID, order: NewOrder
 ) -> tuple[Row, dict[str, Any]]:
     """Insert the order and its `pending` event (seq 1) in one statement; returns (row, event)."""
     expires_at = (
@@ -77,7 +78,7 @@ async def insert_order(
 
 
 async def transition(
-    conn: asyncpg.Connection,
+    conn: Conn,
     order_id: uuid.UUID,
     status: str,
     *,
@@ -138,7 +139,7 @@ def event_message(
     }
 
 
-async def start_run(conn: asyncpg.Connection, order_id: uuid.UUID) -> Row | None:
+async def start_run(conn: Conn, order_id: uuid.UUID) -> Row | None:
     """Count one more job run of an order that may run now: unfinished, and (limit/sniper)
     triggered. None when there is nothing to do."""
     return await conn.fetchrow(
@@ -149,13 +150,11 @@ async def start_run(conn: asyncpg.Connection, order_id: uuid.UUID) -> Row | None
     )
 
 
-async def get_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> Row | None:
+async def get_order(conn: Conn, order_id: uuid.UUID) -> Row | None:
     return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
 
 
-async def get_events(
-    conn: asyncpg.Connection, order_id: uuid.UUID, after_seq: int = 0
-) -> list[dict[str, Any]]:
+async def get_events(conn: Conn, order_id: uuid.UUID, after_seq: int = 0) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT seq, status, attempt, at, data FROM order_events"
         " WHERE order_id = $1 AND seq > $2 ORDER BY seq",
@@ -169,7 +168,7 @@ async def get_events(
 
 
 async def list_orders(
-    conn: asyncpg.Connection,
+    conn: Conn,
     status: str | None,
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
@@ -190,12 +189,12 @@ async def list_orders(
     )
 
 
-async def count_by_status(conn: asyncpg.Connection) -> dict[str, int]:
+async def count_by_status(conn: Conn) -> dict[str, int]:
     rows = await conn.fetch("SELECT status, count(*) AS n FROM orders GROUP BY status")
     return {r["status"]: r["n"] for r in rows}
 
 
-async def count_by_venue(conn: asyncpg.Connection) -> dict[str, int]:
+async def count_by_venue(conn: Conn) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT dex_chosen, count(*) AS n FROM orders"
         " WHERE status = 'confirmed' AND dex_chosen IS NOT NULL GROUP BY dex_chosen"
@@ -203,7 +202,7 @@ async def count_by_venue(conn: asyncpg.Connection) -> dict[str, int]:
     return {r["dex_chosen"]: r["n"] for r in rows}
 
 
-async def claim_trigger(conn: asyncpg.Connection, order_id: uuid.UUID, reason: str) -> bool:
+async def claim_trigger(conn: Conn, order_id: uuid.UUID, reason: str) -> bool:
     """Mark a waiting order triggered; False if it was cancelled, expired or claimed already.
 
     Cancel and expiry guard on the same `triggered_at IS NULL`, so exactly one of them wins.
@@ -218,7 +217,7 @@ async def claim_trigger(conn: asyncpg.Connection, order_id: uuid.UUID, reason: s
     return bool(claimed)
 
 
-async def rearm_trigger(conn: asyncpg.Connection, order_id: uuid.UUID) -> bool:
+async def rearm_trigger(conn: Conn, order_id: uuid.UUID) -> bool:
     """Put a triggered limit order back to waiting (its price went away before it ran)."""
     done = await conn.fetchval(
         "UPDATE orders SET triggered_at = NULL, trigger_reason = NULL, updated_at = now()"
@@ -228,7 +227,7 @@ async def rearm_trigger(conn: asyncpg.Connection, order_id: uuid.UUID) -> bool:
     return bool(done)
 
 
-async def waiting_orders(conn: asyncpg.Connection, ids: list[uuid.UUID] | None = None) -> list[Row]:
+async def waiting_orders(conn: Conn, ids: list[uuid.UUID] | None = None) -> list[Row]:
     """Untriggered limit/sniper orders (all of them, or those among `ids`)."""
     return await conn.fetch(
         """
@@ -240,7 +239,7 @@ async def waiting_orders(conn: asyncpg.Connection, ids: list[uuid.UUID] | None =
     )
 
 
-async def due_to_expire(conn: asyncpg.Connection, limit: int = 500) -> list[Row]:
+async def due_to_expire(conn: Conn, limit: int = 500) -> list[Row]:
     return await conn.fetch(
         """
         SELECT id, type, token_in, token_out FROM orders
@@ -252,9 +251,7 @@ async def due_to_expire(conn: asyncpg.Connection, limit: int = 500) -> list[Row]
     )
 
 
-async def stale_open_orders(
-    conn: asyncpg.Connection, older_than_s: float, limit: int = 500
-) -> list[Row]:
+async def stale_open_orders(conn: Conn, older_than_s: float, limit: int = 500) -> list[Row]:
     """Orders not finished whose last change is older than `older_than_s` (sweeper input)."""
     return await conn.fetch(
         """

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 import asyncpg
-from redis.asyncio import Redis
+from arq.connections import ArqRedis
 from solders.keypair import Keypair
 
 from shared.settings import Settings
@@ -15,7 +15,7 @@ from shared.sim.market import Market
 class Engine:
     settings: Settings
     db: asyncpg.Pool
-    redis: Redis
+    redis: ArqRedis
     market: Market
     cluster: Cluster
     keypair: Keypair

@@ -79,7 +79,7 @@ async def launch(
     )
     info = orjson.dumps(
         {"symbol": symbol, "decimals": new.decimals, "launchedAtMs": int(time.time() * 1000)}
-    )
+    ).decode()
     if not await redis.hsetnx(keys.LAUNCHED_TOKENS, mint, info):
         raise LaunchError(f"{mint} has already launched")
     pk = pair_key(mint, NATIVE_SOL_MINT)

@@ -100,7 +100,7 @@ class Pool:
             new_state = dlmm_reprice(s, price_second_per_first, now_ts)
         return Pool(self.venue, new_state, self.version + 1)
 
-    def dumps(self) -> bytes:
+    def dumps(self) -> str:
         kind = "cp" if isinstance(self.state, CpPool) else "dlmm"
         return orjson.dumps(
             {
@@ -109,7 +109,7 @@ class Pool:
                 "version": self.version,
                 "state": self.state.to_dict(),
             }
-        )
+        ).decode()
 
     @classmethod
     def loads(cls, raw: bytes | str) -> "Pool":
