@@ -243,8 +243,8 @@ async def due_to_expire(conn: Conn, limit: int = 500) -> list[Row]:
     return await conn.fetch(
         """
         SELECT id, type, token_in, token_out FROM orders
-        WHERE status = 'pending' AND triggered_at IS NULL AND type <> 'market'
-          AND expires_at <= now()
+        WHERE status = 'pending' AND triggered_at IS NULL AND expires_at IS NOT NULL
+          AND expires_at <= now() AND type <> 'market'
         LIMIT $1
         """,
         limit,
