@@ -1,6 +1,7 @@
 """One error shape for every response: `{"error", "code", "details"}`."""
 
 import logging
+from typing import Any
 
 import asyncpg
 import orjson
@@ -12,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import EngineError, RateLimited, ServiceUnavailable
+from shared.models import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,10 @@ _DB_DOWN = (
     ConnectionError,
     OSError,
 )
+# The documented error responses of every route (OpenAPI).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503)
+}
 _CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 
 

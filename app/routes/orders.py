@@ -9,9 +9,9 @@ from starlette.requests import HTTPConnection
 
 from app import service
 from app.deps import Res, ws_base
+from app.errors import ERROR_RESPONSES
 from shared.errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType
 from shared.models import (
-    ErrorBody,
     OrderAccepted,
     OrderCreate,
     OrderDetail,
@@ -25,9 +25,6 @@ MAX_BODY_BYTES = 16 * 1024
 StatusFilter = Literal[
     "pending", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired"
 ]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503)
-}
 
 
 def client_key(conn: HTTPConnection) -> str:
@@ -65,7 +62,7 @@ async def read_json_body(request: Request) -> Any:
 @router.post(
     "/orders/execute",
     response_model=OrderAccepted,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Submit an order; follow it on the WebSocket at `wsUrl`",
     openapi_extra={
         "requestBody": {
@@ -86,7 +83,7 @@ async def execute_order(
     return await service.create_order(res.db, res.redis, order, ws_base(request), idempotency_key)
 
 
-@router.get("/orders", response_model=OrderList, responses=_ERRORS)
+@router.get("/orders", response_model=OrderList, responses=ERROR_RESPONSES)
 async def list_orders(
     res: Res,
     status: StatusFilter | None = None,
@@ -96,7 +93,7 @@ async def list_orders(
     return await service.list_orders(res.db, status, limit, cursor)
 
 
-@router.get("/orders/{order_id}", response_model=OrderDetail, responses=_ERRORS)
+@router.get("/orders/{order_id}", response_model=OrderDetail, responses=ERROR_RESPONSES)
 async def get_order(order_id: str, res: Res) -> dict[str, Any]:
     return await service.get_order(res.db, order_id, res.signer)
 
@@ -104,7 +101,7 @@ async def get_order(order_id: str, res: Res) -> dict[str, Any]:
 @router.delete(
     "/orders/{order_id}",
     response_model=OrderDetail,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Cancel a waiting limit or sniper order",
 )
 async def cancel_order(order_id: str, res: Res) -> dict[str, Any]:
@@ -114,7 +111,7 @@ async def cancel_order(order_id: str, res: Res) -> dict[str, Any]:
 @router.post(
     "/orders/{order_id}/cancel",
     response_model=OrderDetail,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Cancel a waiting limit or sniper order (same as DELETE)",
 )
 async def cancel_order_post(order_id: str, res: Res) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pydantic import Field, StrictStr
 from solders.pubkey import Pubkey
 
 from app.deps import Res
-from app.routes.orders import _ERRORS
+from app.errors import ERROR_RESPONSES
 from shared import triggers
 from shared.errors import Conflict, InvalidOrder
 from shared.models import CamelModel
@@ -32,7 +32,7 @@ class LaunchCreate(CamelModel):
 @router.post(
     "/launches",
     status_code=201,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="SIMULATION: launch a new token with its first pool; waiting snipers fire",
 )
 async def create_launch(

@@ -9,8 +9,7 @@ from fastapi.responses import Response
 
 from app import service
 from app.deps import Res
-from app.errors import json_response
-from app.routes.orders import _ERRORS
+from app.errors import ERROR_RESPONSES, json_response
 from shared.models import Stats, validate_order
 
 router = APIRouter(tags=["system"])
@@ -18,13 +17,15 @@ router = APIRouter(tags=["system"])
 HEALTH_TIMEOUT_S = 2.0
 
 
-@router.get("/api/stats", response_model=Stats, responses=_ERRORS)
+@router.get("/api/stats", response_model=Stats, responses=ERROR_RESPONSES)
 async def stats(res: Res) -> dict[str, Any]:
     return await service.stats(res.db, res.redis)
 
 
 @router.get(
-    "/api/quotes", responses=_ERRORS, summary="Both venues' quotes and the route, without executing"
+    "/api/quotes",
+    responses=ERROR_RESPONSES,
+    summary="Both venues' quotes and the route, without executing",
 )
 async def quotes(
     res: Res,
