@@ -9,6 +9,9 @@ from shared.numbers import dec_str
 from shared.sim.pools import VENUE_NAMES, Pool
 
 BPS = 10_000
+# A pool that would move this much to fill the order cannot fill it in any useful sense (a
+# constant-product pool never runs out, it just gets absurd): routers refuse such quotes.
+MAX_PRICE_IMPACT_PCT = Decimal(50)
 
 
 @dataclass(frozen=True, slots=True)

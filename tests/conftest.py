@@ -6,7 +6,6 @@ Redis database, then starts the stack it needs with `make_stack(**settings)`.
 """
 
 import asyncio
-import contextlib
 import os
 import socket
 import tempfile
@@ -141,11 +140,16 @@ class Stack:
         return worker
 
     async def stop_workers(self) -> None:
+        """Let each worker finish what it is doing and stop, as `burst` mode does.
+
+        Cancelling arq's loop mid-command can leave its Redis connection half-read; letting
+        it wind down by itself does not.
+        """
         for worker, task in self._workers:
-            await worker.close()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            worker.burst, worker.max_burst_jobs = True, 0
+            async with asyncio.timeout(60):
                 await task
+            await worker.close()
         self._workers.clear()
 
     async def submit(self, body: dict[str, Any] | None = None, **headers: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from shared.market.meteora import METEORA_DLMM, dlmm_new
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, cp_new
 from shared.market.tokens import PAIRS, Token, price_to_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
-from shared.routing import Route, VenueQuote, choose_route
+from shared.routing import MAX_PRICE_IMPACT_PCT, Route, VenueQuote, choose_route
 from shared.settings import Settings
 from shared.sim.pools import VENUE_NAMES, Pool
 from shared.sim.programs import pool_address
@@ -195,10 +195,13 @@ class Market:
                 q = pool.quote(token_in.mint, amount_in, now_ts)
             except InsufficientLiquidity:
                 continue
+            if q.price_impact_pct > MAX_PRICE_IMPACT_PCT:
+                continue
             out.append(
                 VenueQuote(pool, q.amount_in, q.amount_out, q.fee_amount, q.price_impact_pct)
             )
-        return out, (None if out else "insufficient liquidity")
+        why = f"insufficient liquidity (or price impact over {MAX_PRICE_IMPACT_PCT}%)"
+        return out, (None if out else why)
 
     async def route(
         self, token_in: Token, token_out: Token, amount_in: int

@@ -1,0 +1,489 @@
+"""The simulated market through the running engine: quotes, fills, slippage, retries, signed
+transactions, routing, permanent and transient failures, and crash recovery."""
+
+import asyncio
+import base64
+import random
+import struct
+import time
+import uuid
+from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
+from fractions import Fraction
+from typing import Any
+
+import orjson
+import pytest
+from arq.connections import RedisSettings, create_pool
+from solders.transaction import VersionedTransaction
+
+from shared import keys, queries
+from shared.db import create_pool as create_db_pool
+from shared.market.meteora import METEORA_DLMM, DlmmPool, bin_price, dlmm_fee_rate
+from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
+from shared.market.tokens import PAIRS, Token, from_base_units, resolve_token
+from shared.market.types import InsufficientLiquidity
+from shared.queue import enqueue_order
+from shared.sim.cluster import Cluster
+from shared.sim.market import Market
+from shared.sim.pools import SLIPPAGE_ERRORS, Pool
+from shared.sim.programs import SwapInstruction
+from shared.sim.transactions import build_swap_transaction
+from shared.sim.wallet import load_keypair
+from tests.conftest import Stack, StackFactory
+from tests.helpers import follow
+
+VENUE_PROGRAMS = {RAYDIUM_AMM_V4, RAYDIUM_CPMM, METEORA_DLMM}
+
+
+def _token(symbol: str) -> Token:
+    token = resolve_token(symbol)
+    assert token is not None
+    return token
+
+
+SOL, USDC = _token("SOL"), _token("USDC")
+
+
+def _base_units(token: Token, human: str) -> int:
+    scaled = Decimal(human).scaleb(token.decimals)
+    assert scaled == scaled.to_integral_value(), human
+    return int(scaled)
+
+
+async def _quote(stack: Stack, token_in: str, token_out: str, amount: str) -> dict[str, Any]:
+    response = await stack.http.get(
+        "/api/quotes", params={"tokenIn": token_in, "tokenOut": token_out, "amountIn": amount}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _by_dex(quote: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    venues = {q["dex"]: q for q in quote["quotes"]}
+    assert len(venues) == len(quote["quotes"])
+    return venues
+
+
+async def _order(stack: Stack, order_id: str) -> dict[str, Any]:
+    response = await stack.http.get(f"/api/orders/{order_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _versions(stack: Stack, a: Token, b: Token) -> dict[str, int]:
+    pools = await Market(stack.redis, stack.settings).pools(a.mint, b.mint)
+    return {p.address: int(await stack.redis.get(keys.pool_version_key(p.address))) for p in pools}
+
+
+async def _signature_keys(stack: Stack) -> list[str]:
+    pattern = keys.signature_key("*")
+    return sorted([k.decode() async for k in stack.redis.scan_iter(match=pattern)])
+
+
+def _statuses(events: list[dict[str, Any]]) -> list[str]:
+    return [e["status"] for e in events]
+
+
+def _at(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
+
+
+# --- quotes are the venues' real math -------------------------------------------------------------
+
+
+def _raydium_by_hand(pool: CpPool, mint_in: str, amount_in: int) -> int:
+    """Constant product, fee taken from the input and rounded up, output rounded down."""
+    fee_bps = 25 if pool.program_id == RAYDIUM_AMM_V4 else pool.fee_bps
+    fee = -(-amount_in * fee_bps // 10_000)
+    net = amount_in - fee
+    r_in, r_out = (
+        (pool.reserve_a, pool.reserve_b)
+        if mint_in == pool.mint_a
+        else (pool.reserve_b, pool.reserve_a)
+    )
+    return r_out * net // (r_in + net)
+
+
+def _meteora_by_hand(pool: DlmmPool, mint_in: str, amount_in: int) -> int:
+    """Inside the active bin: constant sum at the bin's price, after the fee (rounded up)."""
+    fee = -(-amount_in * dlmm_fee_rate(pool) // 1_000_000_000)
+    price = Fraction(bin_price(pool.bin_step, pool.active_id))  # y per x, exactly
+    x_to_y = mint_in == pool.mint_x
+    out = (amount_in - fee) * (price if x_to_y else 1 / price)
+    reserve_x, reserve_y = pool.bins[pool.active_id]
+    assert out <= (reserve_y if x_to_y else reserve_x), "example must stay inside the active bin"
+    return int(out)  # floor: out is positive
+
+
+@pytest.mark.parametrize(
+    ("token_in", "token_out", "amount"),
+    [(SOL, USDC, "1"), (USDC, SOL, "250"), (SOL, USDC, "37.5")],
+    ids=["1-SOL-USDC", "250-USDC-SOL", "37.5-SOL-USDC"],
+)
+async def test_each_venues_quote_equals_the_hand_computed_example(
+    stack: Stack, token_in: Token, token_out: Token, amount: str
+) -> None:
+    amount_in = _base_units(token_in, amount)
+    pools = await Market(stack.redis, stack.settings).pools(token_in.mint, token_out.mint)
+    raydium = {
+        p.address: _raydium_by_hand(p.state, token_in.mint, amount_in)
+        for p in pools
+        if isinstance(p.state, CpPool)
+    }
+    meteora = {
+        p.address: _meteora_by_hand(p.state, token_in.mint, amount_in)
+        for p in pools
+        if isinstance(p.state, DlmmPool)
+    }
+    amm_v4 = [p for p in pools if p.program_id == RAYDIUM_AMM_V4]
+    assert len(raydium) == 2 and len(meteora) == 1 and len(amm_v4) == 1
+    assert isinstance(amm_v4[0].state, CpPool) and amm_v4[0].state.fee_bps == 25
+
+    venues = _by_dex(await _quote(stack, token_in.symbol, token_out.symbol, amount))
+    best_raydium = max(raydium, key=lambda address: raydium[address])
+    assert venues["raydium"]["pool"] == best_raydium
+    assert _base_units(token_out, venues["raydium"]["amountOut"]) == raydium[best_raydium]
+    (dlmm_address,) = meteora
+    assert venues["meteora"]["pool"] == dlmm_address
+    assert _base_units(token_out, venues["meteora"]["amountOut"]) == meteora[dlmm_address]
+
+
+async def test_a_large_order_moves_the_pool_it_fills(stack: Stack) -> None:
+    before = _by_dex(await _quote(stack, "SOL", "USDC", "1"))
+    accepted = await stack.submit(
+        {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "2000", "slippageBps": 100}
+    )
+    events = await follow(accepted["wsUrl"])
+    assert events[-1]["status"] == "confirmed", events[-1]
+    filled_dex = events[-1]["dex"]
+    filled_pool = (await _order(stack, accepted["orderId"]))["pool"]
+
+    after = _by_dex(await _quote(stack, "SOL", "USDC", "1"))
+    other_dex = next(d for d in before if d != filled_dex)
+    assert Decimal(after[filled_dex]["amountOut"]) < Decimal(before[filled_dex]["amountOut"])
+    assert after[other_dex]["amountOut"] == before[other_dex]["amountOut"]  # untouched
+    versions = await _versions(stack, SOL, USDC)
+    assert versions.pop(filled_pool) == 1
+    assert set(versions.values()) == {0}
+
+
+# --- slippage after a price move, and the retry that re-quotes -----------------------------------
+
+
+async def test_price_move_before_landing_fails_with_the_venues_error_and_retries(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(sim_tick_ms=5, sim_latency_scale=0.2)
+    # Several orders on the same pool at once: the first fill moves the price against the rest,
+    # on top of the market ticking every 5 ms, so a 1 bp tolerance cannot hold for them all.
+    accepted = [
+        await stack.submit(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "200", "slippageBps": 1}
+        )
+        for _ in range(4)
+    ]
+    followed = await asyncio.gather(*(follow(a["wsUrl"], timeout_s=20) for a in accepted))
+
+    retried = 0
+    for events in followed:
+        routing = [e for e in events if e["status"] == "routing"]
+        submitted = {e["attempt"]: e["txHash"] for e in events if e["status"] == "submitted"}
+        attempts = [e["attempt"] for e in routing]
+        assert attempts == list(range(1, len(routing) + 1))
+        assert sorted(submitted) == attempts
+        final = events[-1]
+        if final["status"] == "confirmed":
+            failed_attempts = attempts[:-1]
+            assert final["txHash"] == submitted[attempts[-1]]
+        else:
+            assert final["status"] == "failed", final
+            assert (final["code"], final["retryable"], final["attempts"]) == (
+                "SLIPPAGE_EXCEEDED",
+                True,
+                3,
+            )
+            assert final["attempt"] == 3
+            failed_attempts = attempts
+        for event in routing:
+            attempt = event["attempt"]
+            if attempt in failed_attempts:
+                raw = await stack.redis.get(keys.signature_key(submitted[attempt]))
+                assert raw is not None
+                assert orjson.loads(raw)["err"] == SLIPPAGE_ERRORS[event["chosen"]]
+            if attempt > 1:
+                assert event["retryOf"]["code"] == "SLIPPAGE_EXCEEDED"
+                assert len(event["quotes"]) == 2  # both venues quoted again
+        retried += len(routing) > 1
+    assert retried >= 1
+
+
+# --- signed transactions --------------------------------------------------------------------------
+
+
+async def test_every_confirmed_tx_hash_is_a_verifiable_signature_of_the_engine(
+    stack: Stack,
+) -> None:
+    orders = [
+        ("SOL", "USDC", "1.5"),
+        ("USDC", "SOL", "120"),
+        ("ETH", "USDC", "0.25"),
+        ("BONK", "SOL", "2500000"),
+        ("JUP", "USDC", "40"),
+    ]
+    accepted = [
+        await stack.submit({"tokenIn": i, "tokenOut": o, "amountIn": a}) for i, o, a in orders
+    ]
+    await asyncio.gather(*(follow(a["wsUrl"]) for a in accepted))
+
+    signers = set()
+    for (token_in, _, amount), order in zip(orders, accepted, strict=True):
+        detail = await _order(stack, order["orderId"])
+        assert detail["status"] == "confirmed", detail
+        tx = VersionedTransaction.from_bytes(base64.b64decode(detail["signedTransaction"]))
+        assert str(tx.signatures[0]) == detail["txHash"]
+        assert tx.verify_with_results() == [True]
+        assert str(tx.message.account_keys[0]) == detail["signer"]
+        signers.add(detail["signer"])
+        # The signed swap is the one the order describes: its pool, amount and minimum.
+        account_keys = [str(k) for k in tx.message.account_keys]
+        (swap,) = [
+            ix
+            for ix in tx.message.instructions
+            if account_keys[ix.program_id_index] in VENUE_PROGRAMS
+        ]
+        assert account_keys[bytes(swap.accounts)[0]] == detail["pool"]
+        amount_in, min_out = struct.unpack("<QQ", bytes(swap.data)[-16:])
+        assert amount_in == _base_units(_token(token_in), amount)
+        assert min_out == _base_units(_token(detail["tokenOut"]), detail["minAmountOut"])
+    assert signers == {str(load_keypair(stack.settings).pubkey())}
+
+
+# --- routing --------------------------------------------------------------------------------------
+
+
+def _human_amount(rng: random.Random, token: Token) -> str:
+    """Between $10 and $100k worth of `token`, log-uniform."""
+    usd = Decimal(10) ** Decimal(str(round(rng.uniform(1, 5), 3)))
+    places = Decimal(1).scaleb(-min(token.decimals, 6))
+    amount = (usd / token.ref_price_usd).quantize(places, rounding=ROUND_DOWN)
+    assert amount > 0
+    return str(amount)
+
+
+def _best_output(pools: list[Pool], mint_in: str, amount_in: int) -> tuple[int, str]:
+    outs: list[tuple[int, str]] = []
+    for pool in pools:
+        try:
+            outs.append((pool.quote(mint_in, amount_in, int(time.time())).amount_out, pool.address))
+        except InsufficientLiquidity:
+            continue
+    return max(outs)
+
+
+async def test_routing_picks_the_highest_net_output_in_random_trials(stack: Stack) -> None:
+    rng = random.Random(2024)
+    market = Market(stack.redis, stack.settings)
+    amounts_usd: list[Decimal] = []
+    for _ in range(40):
+        base, quote = rng.choice(PAIRS)
+        token_in, token_out = (
+            (_token(base), _token(quote)) if rng.random() < 0.5 else (_token(quote), _token(base))
+        )
+        amount = _human_amount(rng, token_in)
+        amounts_usd.append(Decimal(amount) * token_in.ref_price_usd)
+        body = await _quote(stack, token_in.symbol, token_out.symbol, amount)
+
+        venues = _by_dex(body)
+        outs = {dex: _base_units(token_out, q["amountOut"]) for dex, q in venues.items()}
+        assert body["chosen"] == max(outs, key=lambda dex: outs[dex]), body
+        pools = await market.pools(token_in.mint, token_out.mint)
+        best_out, best_pool = _best_output(pools, token_in.mint, _base_units(token_in, amount))
+        assert outs[body["chosen"]] == best_out, body
+        assert venues[body["chosen"]]["pool"] == best_pool
+    assert max(amounts_usd) / min(amounts_usd) > 1000  # the trials span the size range
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+
+async def test_dust_order_no_venue_can_fill_fails_at_once(stack: Stack) -> None:
+    # One base unit of BONK is worth a thousandth of a lamport: every pool returns nothing.
+    accepted = await stack.submit({"tokenIn": "BONK", "tokenOut": "SOL", "amountIn": "0.00001"})
+    events = await follow(accepted["wsUrl"])
+
+    assert _statuses(events) == ["pending", "failed"]
+    failed = events[-1]
+    assert (failed["code"], failed["attempts"], failed["retryable"], failed["attempt"]) == (
+        "INSUFFICIENT_LIQUIDITY",
+        1,
+        False,
+        1,
+    )
+    detail = await _order(stack, accepted["orderId"])
+    assert (detail["status"], detail["attempts"], detail["errorCode"]) == (
+        "failed",
+        1,
+        "INSUFFICIENT_LIQUIDITY",
+    )
+    assert detail["txHash"] is None
+    assert await _signature_keys(stack) == []
+
+
+async def test_order_far_beyond_pool_liquidity_fails_at_once(stack: Stack) -> None:
+    # 10 M SOL against pools holding ~$16 M in total.
+    accepted = await stack.submit({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "10000000"})
+    events = await follow(accepted["wsUrl"])
+
+    final = events[-1]
+    assert final["status"] == "failed", final
+    assert (final["code"], final["attempts"], final["retryable"]) == (
+        "INSUFFICIENT_LIQUIDITY",
+        1,
+        False,
+    )
+    assert all(e["attempt"] <= 1 for e in events)  # no retry
+    assert set((await _versions(stack, SOL, USDC)).values()) == {0}  # nothing executed
+
+
+@pytest.mark.parametrize("max_attempts", [3, 2])
+async def test_transient_failures_retry_with_backoff_then_fail_with_the_reason(
+    make_stack: StackFactory, max_attempts: int
+) -> None:
+    base_ms = 100
+    stack = await make_stack(
+        sim_expiry_rate=1.0, max_attempts=max_attempts, backoff_base_ms=base_ms
+    )
+    accepted = await stack.submit()
+    events = await follow(accepted["wsUrl"])
+
+    assert _statuses(events) == ["pending"] + ["routing", "building"] * max_attempts + ["failed"]
+    routing = [e for e in events if e["status"] == "routing"]
+    assert [e["attempt"] for e in routing] == list(range(1, max_attempts + 1))
+    assert [e.get("retryOf", {}).get("code") for e in routing] == [None] + ["BLOCKHASH_EXPIRED"] * (
+        max_attempts - 1
+    )
+    # Exponential backoff: attempt n+1 starts at least base * 2**(n-1) after attempt n failed.
+    buildings = [e for e in events if e["status"] == "building"]
+    for n, (building, retry) in enumerate(zip(buildings, routing[1:], strict=False), start=1):
+        gap_s = (_at(retry) - _at(building)).total_seconds()
+        assert gap_s >= base_ms * 2 ** (n - 1) / 1000 * 0.98, (n, gap_s)
+    failed = events[-1]
+    assert (failed["code"], failed["attempts"], failed["retryable"], failed["attempt"]) == (
+        "BLOCKHASH_EXPIRED",
+        max_attempts,
+        True,
+        max_attempts,
+    )
+
+    detail = await _order(stack, accepted["orderId"])
+    assert detail["status"] == "failed"
+    assert detail["attempts"] == max_attempts
+    assert detail["errorCode"] == "BLOCKHASH_EXPIRED"
+    assert detail["lastError"]
+    assert await _signature_keys(stack) == []
+    assert set((await _versions(stack, SOL, USDC)).values()) == {0}
+
+
+# --- crash recovery -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sent_before_crash", [True, False], ids=["sent", "not-sent"])
+async def test_recovery_after_a_crash_never_executes_twice(
+    make_stack: StackFactory, sent_before_crash: bool
+) -> None:
+    stack = await make_stack(workers=0)
+    amount_in = 3 * 10**9
+    accepted = await stack.submit({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "3"})
+    order_id = uuid.UUID(accepted["orderId"])
+
+    # What a worker does up to its crash: route, sign, record `building` + tx_pending, send.
+    market = Market(stack.redis, stack.settings)
+    cluster = Cluster(stack.redis, market, stack.settings)
+    route, _ = await market.route(SOL, USDC, amount_in)
+    assert route is not None
+    chosen = route.chosen
+    keypair = load_keypair(stack.settings)
+    min_out = chosen.min_amount_out(50)
+    blockhash, lvbh = await cluster.latest_blockhash()
+    swap = SwapInstruction(
+        program_id=chosen.pool.program_id,
+        pool=chosen.pool.address,
+        owner=str(keypair.pubkey()),
+        mint_in=SOL.mint,
+        mint_out=USDC.mint,
+        amount_in=amount_in,
+        min_amount_out=min_out,
+    )
+    signed = build_swap_transaction(keypair, swap, blockhash, 50_000)
+    assert stack.settings.database_url is not None
+    db = await create_db_pool(stack.settings.database_url, min_size=1, max_size=1)
+    try:
+        async with db.acquire() as conn:
+            assert await queries.start_run(conn, order_id) is not None
+            routed = await queries.transition(
+                conn,
+                order_id,
+                "routing",
+                attempt=1,
+                data={"quotes": [], "chosen": chosen.dex, "reason": "set up by the test"},
+                allowed_from=("pending",),
+                fields={
+                    "attempts": 1,
+                    "dex_chosen": chosen.dex,
+                    "pool": chosen.pool.address,
+                    "min_amount_out": min_out,
+                },
+            )
+            built = await queries.transition(
+                conn,
+                order_id,
+                "building",
+                attempt=1,
+                data={"dex": chosen.dex, "lastValidBlockHeight": lvbh},
+                allowed_from=("routing",),
+                fields={
+                    "tx_hash": signed.signature,
+                    "tx_base64": signed.base64,
+                    "last_valid_block_height": lvbh,
+                    "tx_pending": True,
+                },
+            )
+    finally:
+        await db.close()
+    assert routed is not None and routed["seq"] == 2
+    assert built is not None and built["seq"] == 3
+    if sent_before_crash:
+        await cluster.send_transaction(signed.raw, lvbh)
+        assert (await _versions(stack, SOL, USDC))[chosen.pool.address] == 1
+
+    # A fresh worker picks the order up again.
+    assert stack.settings.redis_url is not None
+    arq = await create_pool(RedisSettings.from_dsn(stack.settings.redis_url))
+    try:
+        await enqueue_order(arq, order_id)
+    finally:
+        await arq.aclose()
+    await stack.start_worker()
+    events = await follow(accepted["wsUrl"])
+
+    assert _statuses(events) == ["pending", "routing", "building", "confirmed"]
+    assert [e["seq"] for e in events] == [1, 2, 3, 4]
+    confirmed = events[-1]
+    assert confirmed["txHash"] == signed.signature
+    versions = await _versions(stack, SOL, USDC)
+    assert versions.pop(chosen.pool.address) == 1  # executed exactly once
+    assert set(versions.values()) == {0}
+    assert await _signature_keys(stack) == [keys.signature_key(signed.signature)]
+    record = orjson.loads(await stack.redis.get(keys.signature_key(signed.signature)))
+    assert record["err"] is None
+    assert _base_units(USDC, confirmed["amountOut"]) == record["amountOut"]
+    detail = await _order(stack, accepted["orderId"])
+    assert (detail["status"], detail["txHash"], detail["attempts"]) == (
+        "confirmed",
+        signed.signature,
+        1,
+    )
+    assert from_base_units(USDC, record["amountOut"]) == Decimal(detail["amountOut"])
