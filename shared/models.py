@@ -10,7 +10,13 @@ from pydantic.alias_generators import to_camel
 from solders.pubkey import Pubkey
 
 from shared.errors import InvalidJson, InvalidOrder
-from shared.market.tokens import Token, resolve_token, to_base_units, unlisted_token
+from shared.market.tokens import (
+    Token,
+    is_listed_pair,
+    resolve_token,
+    to_base_units,
+    unlisted_token,
+)
 
 OrderType = Literal["market", "limit", "sniper"]
 TERMINAL_STATUSES = ("confirmed", "failed", "cancelled", "expired")
@@ -128,6 +134,11 @@ def validate_order(body: Any) -> NewOrder:
     if token_in.mint == token_out.mint:
         raise InvalidOrder(
             "tokenIn and tokenOut must differ", [_detail("tokenOut", "same token as tokenIn")]
+        )
+    if req.type != "sniper" and not is_listed_pair(token_in, token_out):
+        raise InvalidOrder(
+            f"no pool trades {token_in.symbol}/{token_out.symbol}",
+            [_detail("tokenOut", f"not traded against {token_in.symbol}")],
         )
     amount = _amount_base_units(token_in, req.amount_in)
     if req.type == "limit" and req.limit_price is None:

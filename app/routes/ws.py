@@ -20,7 +20,7 @@ from app.deps import Resources, get_resources, ws_base
 from app.hub import Subscription
 from app.routes.orders import MAX_BODY_BYTES, client_key, parse_json
 from shared import queries
-from shared.errors import EngineError
+from shared.errors import EngineError, PayloadTooLarge
 from shared.models import TERMINAL_STATUSES, validate_order
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,10 @@ async def _existing_order(ws: WebSocket, res: Resources, raw_id: str) -> uuid.UU
 async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
     """Submit-over-the-socket: the first message is the order, answered with `accepted`."""
     try:
-        text = await asyncio.wait_for(ws.receive_text(), SUBMIT_TIMEOUT_S)
-        if len(text.encode()) > MAX_BODY_BYTES:
-            raise EngineError("order message too large")
-        order = validate_order(parse_json(text.encode()))
+        raw = await asyncio.wait_for(_first_message(ws), SUBMIT_TIMEOUT_S)
+        if len(raw) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"order message over {MAX_BODY_BYTES} bytes")
+        order = validate_order(parse_json(raw))
         await res.admission.check(client_key(ws))
         accepted = await service.create_order(res.db, res.redis, order, ws_base(ws), None)
     except TimeoutError:
@@ -82,8 +82,19 @@ async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
         await ws.send_bytes(orjson.dumps({"type": "error", **err.body()}))
         await ws.close(CLOSE_INVALID_ORDER, err.message[:120])
         return None
-    await ws.send_text(orjson.dumps({"type": "accepted", **accepted}).decode())
+    message = {**accepted, "type": "accepted", "orderType": accepted["type"]}
+    await ws.send_text(orjson.dumps(message).decode())
     return uuid.UUID(accepted["orderId"])
+
+
+async def _first_message(ws: WebSocket) -> bytes:
+    """The first frame, text or binary, as bytes."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", CLOSE_GOING_AWAY))
+    if message.get("text") is not None:
+        return str(message["text"]).encode()
+    return bytes(message.get("bytes") or b"")
 
 
 async def _follow(ws: WebSocket, res: Resources, order_id: uuid.UUID, after_seq: int) -> None:
@@ -120,6 +131,8 @@ async def _stream(
     last = after_seq
     try:
         last = await _catch_up(ws, res, order_id, last)
+        if last >= 0 and await _finished_at_or_before(res, order_id, last):
+            last = -1  # resumed after the terminal event: nothing more will come
         while last >= 0:
             try:
                 event = await asyncio.wait_for(sub.queue.get(), IDLE_CHECK_S)
@@ -136,6 +149,12 @@ async def _stream(
         await ws.close(CLOSE_TOO_SLOW, f"reader too slow; reconnect with afterSeq={max(last, 0)}")
         return
     await ws.close(CLOSE_NORMAL, "order finished")
+
+
+async def _finished_at_or_before(res: Resources, order_id: uuid.UUID, seq: int) -> bool:
+    async with res.db.acquire() as conn:
+        row = await queries.get_order(conn, order_id)
+    return row is not None and row["status"] in TERMINAL_STATUSES and row["last_seq"] <= seq
 
 
 async def _catch_up(ws: WebSocket, res: Resources, order_id: uuid.UUID, last: int) -> int:

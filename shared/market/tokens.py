@@ -61,7 +61,15 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("JUP", "SOL"),
 )
 
+_LISTED_PAIRS = frozenset(frozenset(p) for p in PAIRS)
 _BY_SYMBOL = {t.symbol.upper(): t for t in TOKENS}
+
+
+def is_listed_pair(a: Token, b: Token) -> bool:
+    """Whether pools trade this pair (in either direction)."""
+    return frozenset((a.symbol, b.symbol)) in _LISTED_PAIRS
+
+
 _BY_MINT = {t.mint: t for t in TOKENS}
 
 

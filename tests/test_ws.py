@@ -1,0 +1,361 @@
+"""The order WebSocket: live events, replay, resume, submit-over-socket, fan-out."""
+
+import asyncio
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import orjson
+import pytest
+import websockets
+from redis.asyncio import Redis
+from solders.signature import Signature
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import Stack, StackFactory
+from tests.helpers import TERMINAL, follow, wait_terminal
+
+ONE_SOL: dict[str, Any] = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1"}
+LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
+QUOTE_FIELDS = {"dex", "pool", "amountOut", "price", "feeAmount", "priceImpactPct", "minAmountOut"}
+TIMEOUT_S = 10
+
+
+def order_url(stack: Stack, order_id: str, after_seq: int | None = None) -> str:
+    url = f"{stack.ws_base}/api/orders/execute?orderId={quote(order_id, safe='')}"
+    return url if after_seq is None else f"{url}&afterSeq={after_seq}"
+
+
+def submit_url(stack: Stack) -> str:
+    return f"{stack.ws_base}/api/orders/execute"
+
+
+async def next_event(ws: ClientConnection) -> dict[str, Any]:
+    async with asyncio.timeout(TIMEOUT_S):
+        message: dict[str, Any] = orjson.loads(await ws.recv())
+    return message
+
+
+async def rest_of(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Every message until the server closes; the close must be the normal 1000."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(TIMEOUT_S):
+        async for message in ws:
+            events.append(orjson.loads(message))
+    assert ws.close_code == 1000, (ws.close_code, ws.close_reason)
+    return events
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None, list[Any]]:
+    """Read until the server closes; returns (close code, reason, messages received)."""
+    messages: list[Any] = []
+    async with asyncio.timeout(TIMEOUT_S):
+        try:
+            while True:
+                messages.append(orjson.loads(await ws.recv()))
+        except ConnectionClosed:
+            pass
+    return ws.close_code, ws.close_reason, messages
+
+
+async def assert_nothing_written(db: asyncpg.Connection, redis: Redis) -> None:
+    assert await db.fetchval("SELECT count(*) FROM orders") == 0
+    assert await db.fetchval("SELECT count(*) FROM order_events") == 0
+    assert await redis.zcard("oee:queue") == 0
+
+
+def parse_at(event: dict[str, Any]) -> datetime:
+    at = datetime.fromisoformat(event["at"])
+    assert at.utcoffset() is not None and at.utcoffset().total_seconds() == 0, event["at"]  # type: ignore[union-attr]
+    return at
+
+
+# ---------------------------------------------------------------------------------------------
+# live stream
+
+
+async def test_live_events_arrive_in_order_with_their_details(make_stack: StackFactory) -> None:
+    stack = await make_stack(workers=0)  # the worker starts once the socket is listening
+    accepted = await stack.submit(ONE_SOL)
+    order_id = accepted["orderId"]
+    async with websockets.connect(accepted["wsUrl"]) as ws:
+        pending = await next_event(ws)
+        await stack.start_worker()
+        events = [pending, *await rest_of(ws)]
+    assert ws.close_code == 1000
+
+    assert [e["status"] for e in events] == LIFECYCLE
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert all(e["orderId"] == order_id for e in events)
+    ats = [parse_at(e) for e in events]
+    assert ats == sorted(ats)
+    assert [e["attempt"] for e in events] == [0, 1, 1, 1, 1]
+    pending, routing, building, submitted, confirmed = events
+
+    assert pending["type"] == "market"
+    assert (pending["tokenIn"], pending["tokenOut"], pending["amountIn"]) == ("SOL", "USDC", "1")
+    assert pending["slippageBps"] == 50
+
+    quotes = routing["quotes"]
+    assert sorted(q["dex"] for q in quotes) == ["meteora", "raydium"]
+    for q in quotes:
+        assert QUOTE_FIELDS <= set(q), q
+        assert Decimal(q["amountOut"]) > Decimal(q["minAmountOut"]) > 0
+        # minAmountOut = amountOut * (1 - 50 bps), to the token's precision
+        expected_min = Decimal(q["amountOut"]) * Decimal("0.995")
+        assert abs(Decimal(q["minAmountOut"]) - expected_min) <= Decimal("0.000001")
+        assert Decimal(q["feeAmount"]) > 0 and Decimal(q["priceImpactPct"]) >= 0
+    best = max(quotes, key=lambda q: Decimal(q["amountOut"]))
+    assert routing["chosen"] == best["dex"]
+    assert isinstance(routing["reason"], str) and routing["reason"].strip()
+
+    assert building["dex"] == routing["chosen"]
+    assert building["pool"] == best["pool"]
+    assert building["minAmountOut"] == best["minAmountOut"]
+    assert isinstance(building["computeUnitPrice"], int) and building["computeUnitPrice"] > 0
+    assert (
+        isinstance(building["lastValidBlockHeight"], int) and building["lastValidBlockHeight"] > 0
+    )
+    assert building["wrapSol"] is True
+    assert building["unwrapSol"] is False
+
+    Signature.from_string(submitted["txHash"])  # a base58 64-byte signature
+    assert isinstance(submitted["slot"], int) and submitted["slot"] > 0
+
+    assert confirmed["txHash"] == submitted["txHash"]
+    assert confirmed["dex"] == routing["chosen"]
+    assert Decimal(confirmed["amountOut"]) >= Decimal(building["minAmountOut"])
+    assert Decimal(confirmed["executedPrice"]) == pytest.approx(
+        Decimal(confirmed["amountOut"]), rel=Decimal("1e-6")
+    )  # 1 SOL in, so the price is the output
+    assert Decimal(confirmed["feeAmount"]) > 0
+    assert isinstance(confirmed["slot"], int) and confirmed["slot"] >= submitted["slot"]
+    assert isinstance(confirmed["latencyMs"], int) and confirmed["latencyMs"] >= 0
+
+
+async def test_usdc_to_sol_unwraps_instead_of_wrapping(stack: Stack) -> None:
+    accepted = await stack.submit({**ONE_SOL, "tokenIn": "USDC", "tokenOut": "SOL", "amountIn": 50})
+    events = await follow(accepted["wsUrl"], TIMEOUT_S)
+    building = next(e for e in events if e["status"] == "building")
+    assert (building["wrapSol"], building["unwrapSol"]) == (False, True)
+    assert events[-1]["status"] == "confirmed"
+
+
+# ---------------------------------------------------------------------------------------------
+# replay and resume
+
+
+async def test_late_subscriber_gets_the_full_history(stack: Stack) -> None:
+    accepted = await stack.submit(ONE_SOL)
+    order = await wait_terminal(stack.http, accepted["orderId"], TIMEOUT_S)
+    assert order["status"] == "confirmed"
+    replay = await follow(accepted["wsUrl"], TIMEOUT_S)  # asserts the close is 1000
+    assert replay == order["events"]
+    assert [e["status"] for e in replay] == LIFECYCLE
+
+
+@pytest.mark.parametrize("after_seq", [0, 2, 4])
+async def test_resume_after_seq_sends_only_later_events(stack: Stack, after_seq: int) -> None:
+    accepted = await stack.submit(ONE_SOL)
+    order = await wait_terminal(stack.http, accepted["orderId"], TIMEOUT_S)
+    resumed = await follow(order_url(stack, accepted["orderId"], after_seq), TIMEOUT_S)
+    assert [e["seq"] for e in resumed] == list(range(after_seq + 1, 6))
+    assert resumed == order["events"][after_seq:]
+
+
+async def test_resume_after_the_terminal_event_closes_at_once(stack: Stack) -> None:
+    """A client that saw everything and reconnects with afterSeq=<last> is told it is over."""
+    accepted = await stack.submit(ONE_SOL)
+    order = await wait_terminal(stack.http, accepted["orderId"], TIMEOUT_S)
+    last = order["events"][-1]["seq"]
+    async with websockets.connect(order_url(stack, accepted["orderId"], last)) as ws:
+        try:
+            code, reason, messages = await asyncio.wait_for(closed_with(ws), 3)
+        except TimeoutError:
+            pytest.fail("the socket stayed open after replaying nothing for a finished order")
+    assert messages == []
+    assert code == 1000, (code, reason)
+
+
+async def test_resume_mid_flight_has_no_gap_and_no_duplicate(make_stack: StackFactory) -> None:
+    stack = await make_stack(workers=0)
+    accepted = await stack.submit(ONE_SOL)
+    async with websockets.connect(accepted["wsUrl"]) as first:
+        seen = [await next_event(first)]
+    # The client dropped after seq 1; the order runs while it is away.
+    await stack.start_worker()
+    async with websockets.connect(order_url(stack, accepted["orderId"], seen[-1]["seq"])) as ws:
+        rest = await rest_of(ws)
+    events = seen + rest
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    order = (await stack.http.get(f"/api/orders/{accepted['orderId']}")).json()
+    assert events == order["events"]
+
+
+# ---------------------------------------------------------------------------------------------
+# unknown orders
+
+
+@pytest.mark.parametrize(
+    "order_id",
+    [str(uuid.uuid4()), "not-a-uuid", "", "1' OR '1'='1"],
+    ids=["random-uuid", "malformed", "empty", "injection"],
+)
+async def test_unknown_order_closes_4404(stack: Stack, order_id: str) -> None:
+    async with websockets.connect(order_url(stack, order_id)) as ws:
+        code, reason, messages = await closed_with(ws)
+    assert code == 4404, (code, reason)
+    assert reason
+    assert messages == []
+
+
+# ---------------------------------------------------------------------------------------------
+# submit over the socket
+
+
+async def test_submit_over_the_socket_then_follow_it(stack: Stack) -> None:
+    async with websockets.connect(submit_url(stack)) as ws:
+        await ws.send(orjson.dumps(ONE_SOL).decode())
+        accepted = await next_event(ws)
+        events = await rest_of(ws)
+    assert accepted["type"] == "accepted"
+    order_id = str(uuid.UUID(accepted["orderId"]))
+    assert accepted["wsUrl"].endswith(f"/api/orders/execute?orderId={order_id}")
+    assert [e["status"] for e in events] == LIFECYCLE
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert all(e["orderId"] == order_id for e in events)
+
+    response = await stack.http.get(f"/api/orders/{order_id}")
+    assert response.status_code == 200
+    order = response.json()
+    assert order["status"] == "confirmed"
+    assert order["events"] == events
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        pytest.param(
+            '{"tokenIn": "SOL", "tokenOut": "USDC"}', "VALIDATION_ERROR", id="missing-amount"
+        ),
+        pytest.param(
+            '{"tokenIn": "DOGE", "tokenOut": "USDC", "amountIn": 1}',
+            "VALIDATION_ERROR",
+            id="unknown-token",
+        ),
+        pytest.param(
+            '{"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": 0}',
+            "VALIDATION_ERROR",
+            id="amount-zero",
+        ),
+        pytest.param("{not json", "INVALID_JSON", id="not-json"),
+        pytest.param('["SOL", "USDC", 1]', "INVALID_JSON", id="json-array"),
+    ],
+)
+async def test_invalid_order_over_the_socket_is_refused(
+    make_stack: StackFactory, db: asyncpg.Connection, redis: Redis, message: str, code: str
+) -> None:
+    stack = await make_stack(workers=0)
+    async with websockets.connect(submit_url(stack)) as ws:
+        await ws.send(message)
+        close_code, reason, messages = await closed_with(ws)
+    assert close_code == 4400, (close_code, reason)
+    assert len(messages) == 1, messages
+    error = messages[0]
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert isinstance(error["error"], str) and error["error"].strip()
+    assert isinstance(error["details"], list)
+    await assert_nothing_written(db, redis)
+
+
+async def test_order_sent_as_a_binary_frame_is_answered(make_stack: StackFactory) -> None:
+    """A client library may send the JSON order as a binary frame: the server must answer it
+    (accept it, or refuse it with an error and 4400), never crash the connection."""
+    stack = await make_stack(workers=0)
+    async with websockets.connect(submit_url(stack)) as ws:
+        await ws.send(orjson.dumps(ONE_SOL))  # bytes -> a binary frame
+        try:
+            first = await next_event(ws)
+        except ConnectionClosed:
+            pytest.fail(f"closed without an answer: {ws.close_code} {ws.close_reason!r}")
+        if first["type"] == "error":
+            code, reason, _ = await closed_with(ws)
+            assert code == 4400, (code, reason)
+    assert first["type"] in {"accepted", "error"}, first
+
+
+# ---------------------------------------------------------------------------------------------
+# fan-out
+
+
+async def test_many_subscribers_receive_identical_events(make_stack: StackFactory) -> None:
+    stack = await make_stack(workers=0)
+    accepted = await stack.submit(ONE_SOL)
+    sockets = [await websockets.connect(accepted["wsUrl"]) for _ in range(20)]
+    try:
+        firsts = [await next_event(ws) for ws in sockets]  # each one is subscribed and replaying
+        await stack.start_worker()
+        rests = await asyncio.gather(*(rest_of(ws) for ws in sockets))
+    finally:
+        for ws in sockets:
+            await ws.close()
+    lists = [[first, *rest] for first, rest in zip(firsts, rests, strict=True)]
+    assert [e["status"] for e in lists[0]] == LIFECYCLE
+    assert all(events == lists[0] for events in lists)
+    order = (await stack.http.get(f"/api/orders/{accepted['orderId']}")).json()
+    assert lists[0] == order["events"]
+
+
+async def test_subscriber_joining_mid_flight_sees_no_gap_or_duplicate(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(sim_latency_scale=0.1)  # an order takes a few hundred ms
+    accepted = await stack.submit(ONE_SOL)
+    order_id = accepted["orderId"]
+    async with websockets.connect(accepted["wsUrl"]) as early:
+        early_events = [await next_event(early)]
+        while early_events[-1]["status"] != "routing":
+            early_events.append(await next_event(early))
+        async with websockets.connect(accepted["wsUrl"]) as late:
+            # The late socket is open while the order is still in flight.
+            status = (await stack.http.get(f"/api/orders/{order_id}")).json()["status"]
+            late_events = await rest_of(late)
+        early_events += await rest_of(early)
+    assert status not in TERMINAL, "the order finished before the late socket joined"
+    assert [e["seq"] for e in late_events] == list(range(1, len(late_events) + 1))
+    assert late_events[-1]["status"] == "confirmed"
+    assert late_events == early_events
+
+
+# ---------------------------------------------------------------------------------------------
+# concurrency
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    points = [(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals]
+    points.sort(key=lambda p: (p[0], p[1]))  # at a tie, an end comes before a start
+    running = best = 0
+    for _, delta in points:
+        running += delta
+        best = max(best, running)
+    return best
+
+
+async def test_worker_runs_at_most_its_concurrency_and_really_in_parallel(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(worker_concurrency=3, sim_latency_scale=0.05)
+    accepted = await asyncio.gather(*(stack.submit(ONE_SOL) for _ in range(9)))
+    histories = await asyncio.gather(*(follow(a["wsUrl"], 30) for a in accepted))
+    assert all(h[-1]["status"] == "confirmed" for h in histories), [h[-1] for h in histories]
+    intervals = []
+    for events in histories:
+        by_status = {e["status"]: e for e in events}
+        intervals.append((parse_at(by_status["routing"]), parse_at(by_status["confirmed"])))
+    overlap = max_overlap(intervals)
+    assert 2 <= overlap <= 3, (overlap, intervals)
