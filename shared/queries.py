@@ -251,6 +251,14 @@ async def due_to_expire(conn: Conn, limit: int = 500) -> list[Row]:
     )
 
 
+async def forget_idempotency_keys(conn: Conn, older_than_h: int = 24) -> None:
+    """Idempotency keys are remembered for a day."""
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
+        older_than_h,
+    )
+
+
 async def stale_open_orders(conn: Conn, older_than_s: float, limit: int = 500) -> list[Row]:
     """Orders not finished whose last change is older than `older_than_s` (sweeper input)."""
     return await conn.fetch(

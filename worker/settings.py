@@ -5,7 +5,6 @@ import contextlib
 import logging
 from typing import Any
 
-from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
@@ -17,7 +16,7 @@ from shared.sim.market import Market
 from shared.sim.wallet import load_keypair
 from worker.engine import Engine
 from worker.jobs import execute_order
-from worker.sweeper import sweep
+from worker.sweeper import run_sweeper
 from worker.ticker import run_market_loop
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     engine = Engine(settings, db, redis, market, Cluster(redis, market, settings), keypair)
     ctx["engine"] = engine
     waiting = await triggers.rebuild_index(db, redis)
-    ctx["ticker"] = asyncio.create_task(run_market_loop(engine))
+    ctx["background"] = [
+        asyncio.create_task(run_market_loop(engine), name="market-loop"),
+        asyncio.create_task(run_sweeper(engine), name="sweeper"),
+    ]
     log.info(
         "worker ready: concurrency %d, signer %s, %d waiting orders indexed",
         settings.worker_concurrency,
@@ -47,11 +49,10 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    ticker = ctx.get("ticker")
-    if ticker is not None:
-        ticker.cancel()
+    for task in ctx.get("background", []):
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+            await task
     engine: Engine | None = ctx.get("engine")
     if engine is not None:
         await engine.db.close()
@@ -61,11 +62,10 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker` built from our settings."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (`make run` starts an embedded Valkey)")
-    sweep_seconds = set(range(0, 60, max(1, int(settings.sweep_interval_s))))
     return {
         "functions": [
-            # Our own attempt counter (in PostgreSQL) bounds retries; arq's limit only catches
-            # a job that keeps crashing its worker, and the sweeper then fails that order.
+            # Our own counters in PostgreSQL bound the work (MAX_ATTEMPTS, MAX_RUNS). If arq gives
+            # up first, the sweeper queues the order again and the run limit ends it.
             func(
                 execute_order,
                 name="execute_order",
@@ -74,7 +74,6 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 timeout=settings.job_timeout_s,
             ),
         ],
-        "cron_jobs": [cron(sweep, second=sweep_seconds, run_at_startup=True, timeout=60)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
