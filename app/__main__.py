@@ -18,6 +18,8 @@ def main() -> None:
         access_log=False,
         loop="auto",
         ws="websockets-sansio",
+        # Event messages are small JSON; compressing each one costs more CPU than it saves.
+        ws_per_message_deflate=False,
         proxy_headers=True,
         timeout_graceful_shutdown=5,
     )

@@ -25,7 +25,8 @@ class Resources:
     signer: str
 
 
-def get_resources(conn: HTTPConnection) -> Resources:
+async def get_resources(conn: HTTPConnection) -> Resources:
+    # async on purpose: FastAPI runs a plain `def` dependency in a thread pool, per request.
     res: Resources = conn.app.state.resources
     return res
 

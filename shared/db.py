@@ -28,6 +28,12 @@ async def init_connection(conn: Conn) -> None:
     await conn.set_type_codec("json", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook. asyncpg's default runs RESET ALL / UNLISTEN / CLOSE ALL / advisory
+    unlock on every release (a round trip each time); the engine keeps no session state (no
+    SET, LISTEN or session-level locks), and asyncpg still rolls back any open transaction."""
+
+
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     """A pool whose connections encode/decode json and jsonb as Python objects."""
     pool = await asyncpg.create_pool(
@@ -35,6 +41,7 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> asyncp
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
+        reset=_keep_session,
         command_timeout=30,
         timeout=10,
     )

@@ -272,7 +272,7 @@ async def _send(run: OrderRun, attempt: int, signed: SignedSwap, lvbh: int) -> S
         log.info("order %s: send timed out; checking the signature", run.order_id)
     except ClusterError as exc:
         raise AttemptFailed(exc.code, str(exc), False) from exc
-    _, slot = await cluster.clock()
+    slot = cluster.height  # the slot the send saw (or the blockhash's, if it was dropped)
     await run.move(
         "submitted", attempt, {"txHash": signed.signature, "slot": slot}, ("building",), slot=slot
     )

@@ -37,7 +37,7 @@ SUBMIT_TIMEOUT_S = 30.0
 
 @router.websocket("/api/orders/execute")
 async def order_socket(websocket: WebSocket) -> None:
-    res = get_resources(websocket)
+    res = await get_resources(websocket)
     await websocket.accept()
     params = websocket.query_params
     try:
@@ -54,16 +54,16 @@ async def order_socket(websocket: WebSocket) -> None:
 
 
 async def _existing_order(ws: WebSocket, res: Resources, raw_id: str) -> uuid.UUID | None:
+    """The id to follow; whether the order exists is settled by the first history read."""
     try:
-        order_id = uuid.UUID(raw_id)
+        return uuid.UUID(raw_id)
     except ValueError:
-        order_id = None
-    if order_id is not None:
-        async with res.db.acquire() as conn:
-            if await queries.get_order(conn, order_id) is not None:
-                return order_id
+        await _not_found(ws, raw_id)
+        return None
+
+
+async def _not_found(ws: WebSocket, raw_id: str) -> None:
     await ws.close(CLOSE_NOT_FOUND, f"order {raw_id[:64]} not found")
-    return None
 
 
 async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
@@ -131,8 +131,14 @@ async def _stream(
     last = after_seq
     try:
         last = await _catch_up(ws, res, order_id, last)
-        if last >= 0 and await _finished_at_or_before(res, order_id, last):
-            last = -1  # resumed after the terminal event: nothing more will come
+        if last == after_seq:  # no history after afterSeq: unknown order, or nothing new yet
+            async with res.db.acquire() as conn:
+                row = await queries.get_order(conn, order_id)
+            if row is None:
+                await _not_found(ws, str(order_id))
+                return
+            if row["status"] in TERMINAL_STATUSES and row["last_seq"] <= last:
+                last = -1  # resumed after the terminal event: nothing more will come
         while last >= 0:
             try:
                 event = await asyncio.wait_for(sub.queue.get(), IDLE_CHECK_S)
@@ -149,12 +155,6 @@ async def _stream(
         await ws.close(CLOSE_TOO_SLOW, f"reader too slow; reconnect with afterSeq={max(last, 0)}")
         return
     await ws.close(CLOSE_NORMAL, "order finished")
-
-
-async def _finished_at_or_before(res: Resources, order_id: uuid.UUID, seq: int) -> bool:
-    async with res.db.acquire() as conn:
-        row = await queries.get_order(conn, order_id)
-    return row is not None and row["status"] in TERMINAL_STATUSES and row["last_seq"] <= seq
 
 
 async def _catch_up(ws: WebSocket, res: Resources, order_id: uuid.UUID, last: int) -> int:

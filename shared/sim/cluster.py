@@ -38,6 +38,14 @@ CONFIRM_DELAY_MS = (1000, 3000)
 SIGNATURE_TTL_S = 7 * 24 * 3600
 _MAX_CAS_TRIES = 20
 
+# KEYS: signature, genesis. ARGV: slot ms. -> {record or false, now ms, height}
+_OBSERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local genesis = tonumber(redis.call('GET', KEYS[2]) or now)
+return {redis.call('GET', KEYS[1]), now, math.floor((now - genesis) / tonumber(ARGV[1]))}
+"""
+
 _CLOCK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -127,6 +135,8 @@ class Cluster:
         self.rng = rng or random.Random()
         self.slot_ms = max(SLOT_MS * settings.sim_latency_scale, MIN_SLOT_MS)
         self._clock = redis.register_script(_CLOCK)
+        self._status = redis.register_script(_OBSERVE)
+        self.height = 0  # the newest block height this process has seen
         self._send = redis.register_script(_SEND)
 
     async def _latency(self, seconds: float) -> None:
@@ -138,6 +148,7 @@ class Cluster:
     async def clock(self) -> tuple[int, int]:
         """(now in ms, current block height) by the cluster's clock."""
         now_ms, height = await self._clock(keys=[keys.CLUSTER_GENESIS_MS], args=[self.slot_ms])
+        self.height = max(self.height, int(height))
         return int(now_ms), int(height)
 
     @staticmethod
@@ -155,11 +166,12 @@ class Cluster:
         return status, height
 
     async def _observe(self, signature: str) -> tuple[SignatureStatus | None, int, int]:
-        raw, (now_ms, height) = await asyncio.gather(
-            self.redis.get(keys.signature_key(signature)), self.clock()
+        raw, now_ms, height = await self._status(
+            keys=[keys.signature_key(signature), keys.CLUSTER_GENESIS_MS], args=[self.slot_ms]
         )
-        status = None if raw is None else SignatureStatus.from_record(orjson.loads(raw), now_ms)
-        return status, now_ms, height
+        self.height = max(self.height, int(height))
+        status = None if not raw else SignatureStatus.from_record(orjson.loads(raw), int(now_ms))
+        return status, int(now_ms), int(height)
 
     async def send_transaction(self, raw_tx: bytes, last_valid_block_height: int) -> str:
         """Send a signed transaction; returns its signature once the cluster has it.
@@ -198,7 +210,7 @@ class Cluster:
             if pool is None or pool.program_id != swap.program_id:
                 raise InvalidTransaction(f"unknown pool {swap.pool}")
             new_json, record = self._outcome(pool, swap, venue)
-            result, _ = await self._send(
+            result, detail = await self._send(
                 keys=[
                     keys.signature_key(signature),
                     keys.pools_key(pair_key(*pool.mints)),
@@ -217,6 +229,8 @@ class Cluster:
                 ],
             )
             result = result.decode() if isinstance(result, bytes) else result
+            if result in ("ok", "duplicate"):
+                self.height = max(self.height, int(orjson.loads(detail)["slot"]) - 1)
             if result == "expired":
                 raise BlockhashNotFound("Blockhash not found")
             if result in ("ok", "duplicate"):

@@ -55,6 +55,7 @@ class Market:
         self.settings = settings
         self.rng = rng or random.Random(settings.sim_seed)
         self._cas = redis.register_script(_CAS_POOL)
+        self._pair_of: dict[str, str] = {}
 
     async def _latency(self, seconds: float) -> None:
         scale = self.settings.sim_latency_scale
@@ -148,10 +149,13 @@ class Market:
         return [Pool.loads(r) for r in raw]
 
     async def pool(self, address: str) -> Pool | None:
-        pk = await self.redis.hget(POOL_INDEX, address)
-        if pk is None:
-            return None
-        raw = await self.redis.hget(keys.pools_key(pk.decode()), address)
+        pk = self._pair_of.get(address)
+        if pk is None:  # a pool's pair never changes, so one lookup per address is enough
+            found = await self.redis.hget(POOL_INDEX, address)
+            if found is None:
+                return None
+            pk = self._pair_of[address] = found.decode()
+        raw = await self.redis.hget(keys.pools_key(pk), address)
         return None if raw is None else Pool.loads(raw)
 
     async def write_pool(self, pool: Pool, expected_version: int) -> bool:
