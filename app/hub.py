@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,16 +20,25 @@ from shared import keys
 
 log = logging.getLogger(__name__)
 
-RESYNC: dict[str, Any] = {"resync": True}
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event and its JSON text, encoded once for every socket that receives it."""
+
+    event: dict[str, Any]
+    text: str
+
+
+RESYNC = Delivery({"resync": True}, "")
 
 
 class Subscription:
     def __init__(self, order_id: str, maxsize: int) -> None:
         self.order_id = order_id
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize)
         self.overflowed = False
 
-    def offer(self, event: dict[str, Any]) -> None:
+    def offer(self, event: Delivery) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -99,5 +109,8 @@ class EventHub:
 
     def _dispatch(self, data: bytes) -> None:
         event = orjson.loads(data)
-        for sub in self._subs.get(event.get("orderId", ""), ()):
-            sub.offer(event)
+        subs = self._subs.get(event.get("orderId", ""))
+        if subs:
+            delivery = Delivery(event, data.decode())
+            for sub in subs:
+                sub.offer(delivery)
