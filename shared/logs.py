@@ -32,3 +32,7 @@ def configure_logging(level: str, fmt: str, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # arq logs two lines per job (start, end) that repeat what the pipeline logs with more
+    # detail; at hundreds of orders a second they cost real CPU. Its warnings still show.
+    if root.level >= logging.INFO:
+        logging.getLogger("arq.worker").setLevel(logging.WARNING)
