@@ -87,6 +87,7 @@ async def transition(
     allowed_from: tuple[str, ...],
     fields: dict[str, Any] | None = None,
     untriggered_only: bool = False,
+    fence: int | None = None,
 ) -> dict[str, Any] | None:
     """Move an order to `status` and append its event, atomically, in one round trip.
 
@@ -102,6 +103,10 @@ async def transition(
     sets = "".join(f", {name} = ${i}" for i, name in enumerate(names, start=6))
     # A waiting order is cancelled or expired only while no trigger has claimed it.
     guard = " AND triggered_at IS NULL" if untriggered_only else ""
+    # A job run writes only while it is the order's latest run: a run that stalled past its
+    # lease while another took over cannot move the order (or sign for it) any more.
+    fence_at = len(names) + 6
+    guard += f" AND runs = ${fence_at}" if fence is not None else ""
     row = await conn.fetchrow(
         f"""
         WITH o AS (
@@ -119,6 +124,7 @@ async def transition(
         attempt,
         data,
         *(fields[n] for n in names),
+        *([fence] if fence is not None else []),
     )
     if row is None:
         return None
@@ -202,6 +208,21 @@ async def count_by_venue(conn: Conn) -> dict[str, int]:
     return {r["dex_chosen"]: r["n"] for r in rows}
 
 
+async def record_retry(
+    conn: Conn, order_id: uuid.UUID, code: str, message: str, fence: int
+) -> bool:
+    """Note why an attempt failed before the next one; False if a newer run owns the order."""
+    done = await conn.fetchval(
+        "UPDATE orders SET last_error = $2, error_code = $3, tx_pending = false,"
+        " updated_at = now() WHERE id = $1 AND runs = $4 RETURNING true",
+        order_id,
+        message,
+        code,
+        fence,
+    )
+    return bool(done)
+
+
 async def claim_trigger(conn: Conn, order_id: uuid.UUID, reason: str) -> bool:
     """Mark a waiting order triggered; False if it was cancelled, expired or claimed already.
 
@@ -217,12 +238,13 @@ async def claim_trigger(conn: Conn, order_id: uuid.UUID, reason: str) -> bool:
     return bool(claimed)
 
 
-async def rearm_trigger(conn: Conn, order_id: uuid.UUID) -> bool:
+async def rearm_trigger(conn: Conn, order_id: uuid.UUID, fence: int) -> bool:
     """Put a triggered limit order back to waiting (its price went away before it ran)."""
     done = await conn.fetchval(
         "UPDATE orders SET triggered_at = NULL, trigger_reason = NULL, updated_at = now()"
-        " WHERE id = $1 AND status = 'pending' RETURNING true",
+        " WHERE id = $1 AND status = 'pending' AND runs = $2 RETURNING true",
         order_id,
+        fence,
     )
     return bool(done)
 

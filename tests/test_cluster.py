@@ -108,7 +108,8 @@ async def _sign(
         min_amount_out=min_out,
     )
     blockhash, lvbh = await cluster.latest_blockhash()
-    return build_swap_transaction(keypair, swap, blockhash, compute_unit_price), lvbh, blockhash
+    signed = build_swap_transaction(keypair, swap, blockhash, compute_unit_price, "test")
+    return signed, lvbh, blockhash
 
 
 def _instructions(tx: VersionedTransaction) -> list[tuple[str, bytes, list[str]]]:
@@ -166,6 +167,7 @@ async def test_built_transaction_is_a_signed_v0_swap_for_the_venue_program(
     ixs = _instructions(tx)
     assert ixs[0][:2] == (COMPUTE_BUDGET, b"\x02" + struct.pack("<I", 200_000))
     assert ixs[1][:2] == (COMPUTE_BUDGET, b"\x03" + struct.pack("<Q", cu_price))
+    assert ixs[2][:2] == ("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr", b"test")
 
     venue_programs = {RAYDIUM_AMM_V4, RAYDIUM_CPMM, METEORA_DLMM}
     swaps = [i for i, ix in enumerate(ixs) if ix[0] in venue_programs]

@@ -417,7 +417,7 @@ async def test_recovery_after_a_crash_never_executes_twice(
         amount_in=amount_in,
         min_amount_out=min_out,
     )
-    signed = build_swap_transaction(keypair, swap, blockhash, 50_000)
+    signed = build_swap_transaction(keypair, swap, blockhash, 50_000, f"oee:{order_id}:1")
     assert stack.settings.database_url is not None
     db = await create_db_pool(stack.settings.database_url, min_size=1, max_size=1)
     try:

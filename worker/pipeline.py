@@ -87,6 +87,7 @@ class OrderRun:
                 data=data,
                 allowed_from=allowed_from,
                 fields=fields,
+                fence=self.row["runs"],
             )
         if event is None:
             raise Superseded(f"{status} refused: the order moved on elsewhere")
@@ -106,6 +107,19 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
     token_out = await launches.token(engine.redis, row["token_out"])
     assert token_in is not None and token_out is not None
     run = OrderRun(engine, row, token_in, token_out)
+    try:
+        return await _advance(run)
+    except Rearmed:
+        log.info("order %s: price moved away before execution; waiting again", order_id)
+        return "waiting"
+    except Superseded as exc:
+        log.warning("order %s: %s", order_id, exc)
+        return "superseded"
+
+
+async def _advance(run: OrderRun) -> str | RetryLater:
+    """Recover an earlier transaction if there is one, else make the next attempt."""
+    engine, row = run.engine, run.row
     attempt = int(row["attempts"])
     try:
         if row["tx_pending"]:
@@ -133,12 +147,6 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
         return await _settle(run, attempt, signature, landed)
     except AttemptFailed as failure:
         return await _after_failure(run, attempt, failure)
-    except Rearmed:
-        log.info("order %s: price moved away before execution; waiting again", order_id)
-        return "waiting"
-    except Superseded as exc:
-        log.warning("order %s: %s", order_id, exc)
-        return "superseded"
 
 
 async def _recover(run: OrderRun) -> SignatureStatus | None:
@@ -204,7 +212,11 @@ async def _attempt(run: OrderRun, attempt: int) -> tuple[str, SignatureStatus]:
         min_amount_out=min_out,
     )
     signed = build_swap_transaction(
-        engine.keypair, swap, blockhash, COMPUTE_UNIT_PRICE[row["type"]]
+        engine.keypair,
+        swap,
+        blockhash,
+        COMPUTE_UNIT_PRICE[row["type"]],
+        f"oee:{run.order_id}:{attempt}",
     )
     building = {
         "dex": chosen.dex,
@@ -245,7 +257,7 @@ def _guard_min_out(run: OrderRun) -> int:
 
 async def _rearm(run: OrderRun) -> None:
     async with run.engine.db.acquire() as conn:
-        rearmed = await queries.rearm_trigger(conn, run.order_id)
+        rearmed = await queries.rearm_trigger(conn, run.order_id, run.row["runs"])
     if rearmed:
         row = run.row
         await triggers.index_waiting(
@@ -325,13 +337,11 @@ async def _after_failure(run: OrderRun, attempt: int, failure: AttemptFailed) ->
     if failure.retryable and attempt < settings.max_attempts:
         delay_s = settings.backoff_base_ms * 2 ** (attempt - 1) / 1000
         async with run.engine.db.acquire() as conn:
-            await conn.execute(
-                "UPDATE orders SET last_error = $2, error_code = $3, tx_pending = false,"
-                " updated_at = now() WHERE id = $1",
-                run.order_id,
-                failure.message,
-                failure.code,
+            owned = await queries.record_retry(
+                conn, run.order_id, failure.code, failure.message, run.row["runs"]
             )
+        if not owned:
+            raise Superseded("a newer run owns the order")
         log.info(
             "order %s: attempt %d failed (%s); retrying in %.2f s",
             run.order_id,

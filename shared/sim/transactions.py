@@ -16,6 +16,7 @@ from solders.transaction import VersionedTransaction
 from shared.market.tokens import NATIVE_SOL_MINT
 from shared.sim.programs import (
     ATA_PROGRAM,
+    MEMO_PROGRAM,
     SYSTEM_PROGRAM,
     TOKEN_PROGRAM,
     SwapInstruction,
@@ -57,9 +58,10 @@ def _create_ata(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
 
 
 def build_swap_transaction(
-    keypair: Keypair, swap: SwapInstruction, blockhash: Hash, compute_unit_price: int
+    keypair: Keypair, swap: SwapInstruction, blockhash: Hash, compute_unit_price: int, memo: str
 ) -> SignedSwap:
-    """A v0 transaction: compute budget, SOL wrap if paying SOL, swap, unwrap if receiving SOL."""
+    """A v0 transaction: compute budget, memo, SOL wrap if paying SOL, swap, unwrap if
+    receiving SOL."""
     owner = keypair.pubkey()
     mint_in, mint_out = Pubkey.from_string(swap.mint_in), Pubkey.from_string(swap.mint_out)
     source = get_associated_token_address(owner, mint_in)
@@ -68,6 +70,10 @@ def build_swap_transaction(
     ixs = [
         set_compute_unit_limit(COMPUTE_UNIT_LIMIT),
         set_compute_unit_price(compute_unit_price),
+        # The memo (order id + attempt) makes each attempt's transaction unique: two identical
+        # orders in the same slot would otherwise sign identical bytes, and a cluster keeps
+        # only one transaction per signature.
+        Instruction(MEMO_PROGRAM, memo.encode(), []),
         _create_ata(owner, owner, mint_out),
     ]
     if wrap:
