@@ -2,10 +2,11 @@
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
-from arq.connections import RedisSettings, create_pool
+from arq.connections import ArqRedis
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from app.admission import Admission
 from app.deps import Resources
@@ -35,28 +36,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.database_url or not settings.redis_url:
             raise RuntimeError("DATABASE_URL and REDIS_URL must be set (`make run` sets them)")
-        pool = await database.create_pool(settings.database_url)
-        try:
+        async with AsyncExitStack() as resources:  # closed in reverse order
+            pool = await database.create_pool(
+                settings.database_url, timeout_s=settings.db_timeout_s
+            )
+            resources.push_async_callback(pool.close)
             async with pool.acquire() as conn:
                 await database.migrate(conn)
-            redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
-            try:
-                market = Market(redis, settings)
-                await market.ensure_seeded()
-                hub = EventHub(redis, settings.ws_buffer_events)
-                await hub.start()
-                signer = str(load_keypair(settings).pubkey())
-                admission = Admission(redis, settings.rate_limit_per_s, settings.max_queue_depth)
-                app.state.resources = Resources(
-                    settings, pool, redis, hub, market, admission, signer
-                )
-                log.info("API ready on port %d", settings.port)
-                yield
-                await hub.stop()
-            finally:
-                await redis.aclose()
-        finally:
-            await pool.close()
+            # Commands time out, so a frozen Redis gives a 503 instead of a hung request.
+            redis = ArqRedis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout_s,
+                socket_connect_timeout=settings.redis_timeout_s,
+            )
+            resources.push_async_callback(redis.aclose)
+            # The event subscription idles between events by design: its own client, no timeout.
+            listener = Redis.from_url(settings.redis_url, health_check_interval=15)
+            resources.push_async_callback(listener.aclose)
+            market = Market(redis, settings)
+            await market.ensure_seeded()
+            hub = EventHub(listener, settings.ws_buffer_events)
+            await hub.start()
+            resources.push_async_callback(hub.stop)
+            signer = str(load_keypair(settings).pubkey())
+            admission = Admission(redis, settings.rate_limit_per_s, settings.max_queue_depth)
+            app.state.resources = Resources(settings, pool, redis, hub, market, admission, signer)
+            log.info("API ready on port %d", settings.port)
+            yield
 
     app = FastAPI(
         title="Order Execution Engine",

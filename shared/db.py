@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATION_TIMEOUT_S = 3600.0  # a migration may rewrite a large table
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 7_150_420_001
 
@@ -34,16 +35,22 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     SET, LISTEN or session-level locks), and asyncpg still rolls back any open transaction."""
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    """A pool whose connections encode/decode json and jsonb as Python objects."""
+async def create_pool(
+    dsn: str, min_size: int = 2, max_size: int = 20, timeout_s: float = 5.0
+) -> asyncpg.Pool:
+    """A pool whose connections encode/decode json and jsonb as Python objects.
+
+    Connecting and every statement time out after `timeout_s`, so an unresponsive server
+    turns into an error (a 503 at the API) rather than a hung request.
+    """
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
         reset=_keep_session,
-        command_timeout=30,
-        timeout=10,
+        command_timeout=timeout_s,
+        timeout=timeout_s,
     )
     assert pool is not None
     return pool
@@ -67,7 +74,7 @@ async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
         for name, sql in _migration_files(directory):
             if name in done:
                 continue
-            await conn.execute(sql)
+            await conn.execute(sql, timeout=MIGRATION_TIMEOUT_S)
             await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", name)
             applied.append(name)
             log.info("applied migration %s", name)

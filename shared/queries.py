@@ -285,7 +285,8 @@ async def stale_open_orders(conn: Conn, older_than_s: float, limit: int = 500) -
     """Orders not finished whose last change is older than `older_than_s` (sweeper input)."""
     return await conn.fetch(
         """
-        SELECT id, type, status, attempts, updated_at FROM orders
+        SELECT id, type, status, attempts, updated_at,
+               extract(epoch FROM now() - updated_at) AS idle_s FROM orders
         WHERE status <> ALL($1::text[]) AND updated_at < now() - make_interval(secs => $2)
           AND NOT (status = 'pending' AND type <> 'market' AND triggered_at IS NULL)
         ORDER BY updated_at LIMIT $3

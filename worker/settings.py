@@ -26,7 +26,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set (`make run` starts an embedded PostgreSQL)")
-    db = await create_pool(settings.database_url, max_size=min(settings.worker_concurrency + 4, 50))
+    db = await create_pool(
+        settings.database_url,
+        max_size=min(settings.worker_concurrency + 4, 50),
+        timeout_s=settings.db_timeout_s,
+    )
     async with db.acquire() as conn:
         await migrate(conn)
     redis = ctx["redis"]
@@ -49,11 +53,12 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for task in ctx.get("background", []):
+    """Stop the background loops and close the database pool; safe to call twice."""
+    for task in ctx.pop("background", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    engine: Engine | None = ctx.get("engine")
+    engine: Engine | None = ctx.pop("engine", None)
     if engine is not None:
         await engine.db.close()
 

@@ -4,6 +4,7 @@ import asyncio
 import logging
 
 import asyncpg
+from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus
 
 from shared import keys, queries
@@ -21,14 +22,21 @@ async def sweep(engine: Engine) -> int:
 
     Safe to run in every worker at once: a job's id is its order's id, so enqueues collapse.
     """
-    redis = engine.redis
+    redis, settings = engine.redis, engine.settings
+    # Orders idle for two leases are worth a look: a live run renews its lease every third of
+    # one, and a lease-less in-progress mark past that point belongs to a dead worker.
+    idle_s = min(settings.stale_order_s, 2 * settings.job_lease_s)
     async with engine.db.acquire() as conn:
-        rows = await queries.stale_open_orders(conn, engine.settings.stale_order_s)
+        rows = await queries.stale_open_orders(conn, idle_s)
         await queries.forget_idempotency_keys(conn)
     requeued = 0
     for row in rows:
-        job = Job(str(row["id"]), redis, _queue_name=keys.QUEUE_NAME)
-        if await job.status() in _LIVE:
+        job_id = str(row["id"])
+        status = await Job(job_id, redis, _queue_name=keys.QUEUE_NAME).status()
+        if status == JobStatus.in_progress:
+            await _free_if_unleased(engine, job_id)
+            continue
+        if status in _LIVE or row["idle_s"] < settings.stale_order_s:
             continue
         await redis.delete(f"arq:result:{row['id']}")
         if await enqueue_order(redis, row["id"]):
@@ -40,6 +48,18 @@ async def sweep(engine: Engine) -> int:
                 row["updated_at"].isoformat(),
             )
     return requeued
+
+
+async def _free_if_unleased(engine: Engine, job_id: str) -> None:
+    """arq marks a job in progress for the whole job timeout (+10 s) before our lease shortens
+    the mark. A worker that died in between leaves a long mark nobody renews; dropping it lets
+    any worker take the job (still in the queue) at once. Were the run alive after all, the
+    fencing token in PostgreSQL stops it from writing once the new run starts."""
+    key = in_progress_key_prefix + job_id
+    ttl_ms = await engine.redis.pttl(key)
+    if ttl_ms > engine.settings.job_lease_s * 1000:
+        await engine.redis.delete(key)
+        log.warning("sweeper: job %s held an in-progress mark no lease renews; released", job_id)
 
 
 async def run_sweeper(engine: Engine) -> None:

@@ -52,6 +52,10 @@ async def create_launch(
         )
     except launches.LaunchError as exc:
         raise Conflict(str(exc)) from None
+    except ValueError as exc:  # a price/liquidity that leaves the pool empty on one side
+        raise InvalidOrder(
+            f"launch: {exc}", [{"field": "liquiditySol", "message": str(exc)}]
+        ) from None
     fired = await triggers.fire_snipers(res.db, res.redis, launch.token.mint, launch.token.symbol)
     return {
         "mint": launch.token.mint,

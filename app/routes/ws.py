@@ -153,7 +153,12 @@ async def _stream(
             elif event["seq"] == last + 1:
                 last = await _send(ws, delivery, timeout_s)
     except ReaderTooSlow:
-        await ws.close(CLOSE_TOO_SLOW, f"reader too slow; reconnect with afterSeq={max(last, 0)}")
+        # The close frame itself may never get through to a reader that stopped reading.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                await ws.close(
+                    CLOSE_TOO_SLOW, f"reader too slow; reconnect with afterSeq={max(last, 0)}"
+                )
         return
     await ws.close(CLOSE_NORMAL, "order finished")
 
