@@ -21,8 +21,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=20)
     backoff_base_ms: int = Field(500, ge=0)
     # Longest wait for one PostgreSQL statement / one Redis command before it counts as down.
-    db_timeout_s: float = Field(5.0, gt=0)
-    redis_timeout_s: float = Field(5.0, gt=0)
+    db_timeout_s: float = Field(2.0, gt=0)
+    redis_timeout_s: float = Field(2.0, gt=0)
     job_timeout_s: int = Field(120, ge=5)
     # A running job renews a lease this long; a killed worker's order is picked up after it.
     job_lease_s: float = Field(10.0, gt=0)

@@ -193,8 +193,14 @@ async def make_stack(
         settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
         await Market(redis, settings).ensure_seeded()
         port = free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                log_config=None, ws="websockets-sansio", lifespan="on")
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            ws="websockets-sansio",
+            lifespan="on",
+        )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         while not server.started:

@@ -29,7 +29,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     db = await create_pool(
         settings.database_url,
         max_size=min(settings.worker_concurrency + 4, 50),
-        timeout_s=settings.db_timeout_s,
+        # Nobody waits on a worker's statement: be patient with a slow database, not a user.
+        timeout_s=max(settings.db_timeout_s, 10.0),
     )
     async with db.acquire() as conn:
         await migrate(conn)

@@ -23,7 +23,9 @@ class LaunchCreate(CamelModel):
 
     mint: StrictStr | None = Field(None, max_length=64, description="base58 mint; random if unset")
     symbol: StrictStr | None = Field(None, min_length=1, max_length=10)
-    price_sol: Decimal = Field(launches.DEFAULT_PRICE_SOL, gt=0, le=10**6, allow_inf_nan=False)
+    price_sol: Decimal = Field(
+        launches.DEFAULT_PRICE_SOL, ge=Decimal("1e-12"), le=10**6, allow_inf_nan=False
+    )
     liquidity_sol: Decimal = Field(
         launches.DEFAULT_LIQUIDITY_SOL, gt=0, le=10**7, allow_inf_nan=False
     )

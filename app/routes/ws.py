@@ -32,6 +32,7 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408  # the reader fell too far behind; reconnect with afterSeq
 IDLE_CHECK_S = 5.0
 SUBMIT_TIMEOUT_S = 30.0
+CLOSE_GRACE_S = 5.0
 
 
 @router.websocket("/api/orders/execute")
@@ -97,6 +98,7 @@ async def _first_message(ws: WebSocket) -> bytes:
 
 
 async def _follow(ws: WebSocket, res: Resources, order_id: uuid.UUID, after_seq: int) -> None:
+    too_slow: ReaderTooSlow | None = None
     with res.hub.subscribe(str(order_id)) as sub:
         streamer = asyncio.create_task(_stream(ws, res, sub, order_id, after_seq))
         reader = asyncio.create_task(_drain_client(ws))
@@ -107,8 +109,15 @@ async def _follow(ws: WebSocket, res: Resources, order_id: uuid.UUID, after_seq:
                 await task
         for task in done:
             exc = task.exception()
-            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+            if isinstance(exc, ReaderTooSlow):
+                too_slow = exc
+            elif exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
                 raise exc
+    if too_slow is not None:  # the subscription is released already; now say why, briefly
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE_S):  # a stalled reader may never take it
+                reason = f"reader too slow; reconnect with afterSeq={too_slow.last_seq}"
+                await ws.close(CLOSE_TOO_SLOW, reason)
 
 
 async def _drain_client(ws: WebSocket) -> None:
@@ -121,6 +130,10 @@ async def _drain_client(ws: WebSocket) -> None:
 
 class ReaderTooSlow(Exception):
     """The client is not reading fast enough for its buffer or a send timed out."""
+
+    def __init__(self, last_seq: int = 0) -> None:
+        super().__init__(last_seq)
+        self.last_seq = last_seq
 
 
 async def _stream(
@@ -153,13 +166,7 @@ async def _stream(
             elif event["seq"] == last + 1:
                 last = await _send(ws, delivery, timeout_s)
     except ReaderTooSlow:
-        # The close frame itself may never get through to a reader that stopped reading.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1):
-                await ws.close(
-                    CLOSE_TOO_SLOW, f"reader too slow; reconnect with afterSeq={max(last, 0)}"
-                )
-        return
+        raise ReaderTooSlow(max(last, 0)) from None
     await ws.close(CLOSE_NORMAL, "order finished")
 
 

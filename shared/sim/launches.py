@@ -19,6 +19,7 @@ from shared.market.tokens import (
     resolve_token,
     unlisted_token,
 )
+from shared.models import U64_MAX
 from shared.sim.market import POOL_INDEX, pair_key
 from shared.sim.pools import Pool
 from shared.sim.programs import pool_address
@@ -71,6 +72,11 @@ async def launch(
     assert sol is not None
     reserve_sol = int(liquidity_sol * 10**sol.decimals)
     price = price_to_base_units(new, sol, price_sol)  # lamports per token base unit
+    if (
+        reserve_sol > U64_MAX
+        or reserve_sol * 10**new.decimals // max(int(price_sol * 10**sol.decimals), 1) > U64_MAX
+    ):
+        raise ValueError("price and liquidity give a pool larger than a token account can hold")
     address = pool_address(RAYDIUM_CPMM, mint, NATIVE_SOL_MINT, "launch")
     pool = Pool(
         "raydium",
