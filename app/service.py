@@ -54,31 +54,22 @@ async def create_order(
             [{"field": "tokenOut", "message": "already launched"}],
         )
     order_id = uuid.uuid4()
-    request_hash = hashlib.sha256(
-        orjson.dumps(order.payload, option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()
     async with db.acquire() as conn:
-        if idempotency_key is not None:
+        if idempotency_key is None:
+            # One statement writes the order and its first event: atomic without BEGIN/COMMIT.
+            row, event = await queries.insert_order(conn, order_id, order)
+            response = _accepted(order, order_id, row, ws_base)
+        else:
+            request_hash = hashlib.sha256(
+                orjson.dumps(order.payload, option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()
             replay = await _claim_key(conn, idempotency_key, request_hash)
             if replay is not None:
                 return replay
-        async with conn.transaction():
-            row, event = await queries.insert_order(conn, order_id, order)
-            response = {
-                "orderId": str(order_id),
-                "status": "pending",
-                "type": order.type,
-                "wsUrl": ws_url(ws_base, order_id),
-                "clientOrderId": order.client_order_id,
-                "createdAt": row["created_at"].isoformat().replace("+00:00", "Z"),
-            }
-            if idempotency_key is not None:
-                await conn.execute(
-                    "UPDATE idempotency_keys SET order_id = $2, response = $3 WHERE key = $1",
-                    idempotency_key,
-                    order_id,
-                    response,
-                )
+            async with conn.transaction():
+                row, event = await queries.insert_order(conn, order_id, order)
+                response = _accepted(order, order_id, row, ws_base)
+                await queries.remember_response(conn, idempotency_key, order_id, response)
     try:
         await events.publish(redis, event)
         if order.type == "market":
@@ -99,25 +90,24 @@ async def create_order(
     return response
 
 
+def _accepted(
+    order: NewOrder, order_id: uuid.UUID, row: asyncpg.Record, ws_base: str
+) -> dict[str, Any]:
+    return {
+        "orderId": str(order_id),
+        "status": "pending",
+        "type": order.type,
+        "wsUrl": ws_url(ws_base, order_id),
+        "clientOrderId": order.client_order_id,
+        "createdAt": row["created_at"].isoformat().replace("+00:00", "Z"),
+    }
+
+
 async def _claim_key(conn: Conn, key: str, request_hash: str) -> dict[str, Any] | None:
     """Claim the key for this request, or return the original response it already produced."""
-    claimed = await conn.fetchval(
-        """
-        INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
-        ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, created_at = now()
-            WHERE idempotency_keys.response IS NULL
-              AND idempotency_keys.created_at < now() - make_interval(secs => $3)
-        RETURNING true
-        """,
-        key,
-        request_hash,
-        IDEMPOTENCY_CLAIM_TIMEOUT_S,
-    )
-    if claimed:
+    if await queries.claim_idempotency_key(conn, key, request_hash, IDEMPOTENCY_CLAIM_TIMEOUT_S):
         return None
-    row = await conn.fetchrow(
-        "SELECT request_hash, response FROM idempotency_keys WHERE key = $1", key
-    )
+    row = await queries.idempotency_record(conn, key)
     if row is None:  # expired between the two statements; treat as a conflict to stay safe
         raise IdempotencyInProgress("a request with this Idempotency-Key is being processed")
     if row["request_hash"] != request_hash:

@@ -273,6 +273,44 @@ async def due_to_expire(conn: Conn, limit: int = 500) -> list[Row]:
     )
 
 
+async def claim_idempotency_key(
+    conn: Conn, key: str, request_hash: str, abandoned_after_s: float
+) -> bool:
+    """Claim a key for a request; a claim that never got its response for `abandoned_after_s`
+    (its request died) may be taken over. False when someone else holds the key."""
+    claimed = await conn.fetchval(
+        """
+        INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
+        ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, created_at = now()
+            WHERE idempotency_keys.response IS NULL
+              AND idempotency_keys.created_at < now() - make_interval(secs => $3)
+        RETURNING true
+        """,
+        key,
+        request_hash,
+        abandoned_after_s,
+    )
+    return bool(claimed)
+
+
+async def idempotency_record(conn: Conn, key: str) -> Row | None:
+    return await conn.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys WHERE key = $1", key
+    )
+
+
+async def remember_response(
+    conn: Conn, key: str, order_id: uuid.UUID, response: dict[str, Any]
+) -> None:
+    """The response an Idempotency-Key replays, stored with the order it created."""
+    await conn.execute(
+        "UPDATE idempotency_keys SET order_id = $2, response = $3 WHERE key = $1",
+        key,
+        order_id,
+        response,
+    )
+
+
 async def forget_idempotency_keys(conn: Conn, older_than_h: int = 24) -> None:
     """Idempotency keys are remembered for a day."""
     await conn.execute(
