@@ -407,7 +407,44 @@ def _run(
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
-class EmbeddedPostgres:
+class _Server:
+    """What both launchers share: a data directory, a port once started, adoption."""
+
+    name = "server"
+
+    def __init__(self, data_dir: Path, port: int | None, log: Log | None) -> None:
+        self._data_dir = Path(data_dir).absolute()
+        self._requested_port = port
+        self._port: int | None = None
+        self._log = log or _quiet
+        self._adopted = False
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory as given."""
+        return self._data_dir
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on; raises DevstackError before start()."""
+        if self._port is None:
+            raise DevstackError(f"{self.name} has not been started")
+        return self._port
+
+    @property
+    def adopted(self) -> bool:
+        """Whether start() found the server already running rather than starting it."""
+        return self._adopted
+
+    def is_running(self) -> bool:
+        """Whether a server is running on this data directory."""
+        return self._live_pid() is not None
+
+    def _live_pid(self) -> int | None:
+        raise NotImplementedError
+
+
+class EmbeddedPostgres(_Server):
     """A PostgreSQL server on 127.0.0.1 whose cluster lives in `data_dir`.
 
     The first start runs initdb (superuser `postgres`, trust authentication, UTF8, C locale);
@@ -415,6 +452,8 @@ class EmbeddedPostgres:
     still free. `fast=True` turns off fsync, synchronous commit and full-page writes: quicker,
     but a crash of the machine may corrupt the cluster, so use it for throwaway test servers only.
     """
+
+    name = "PostgreSQL"
 
     def __init__(
         self,
@@ -424,38 +463,13 @@ class EmbeddedPostgres:
         *,
         fast: bool = False,
     ) -> None:
-        self._data_dir = Path(data_dir).absolute()
-        self._requested_port = port
-        self._port: int | None = None
-        self._log = log or _quiet
+        super().__init__(data_dir, port, log)
         self._fast = fast
-        self._adopted = False
-
-    @property
-    def data_dir(self) -> Path:
-        """The data directory as given (a symbolic link when the cluster had to live elsewhere)."""
-        return self._data_dir
-
-    @property
-    def port(self) -> int:
-        """The TCP port the server listens on; raises DevstackError before start()."""
-        if self._port is None:
-            raise DevstackError("PostgreSQL has not been started")
-        return self._port
 
     @property
     def url(self) -> str:
         """A DSN for the `postgres` superuser and database; raises DevstackError before start()."""
         return f"postgresql://postgres@{HOST}:{self.port}/postgres"
-
-    @property
-    def adopted(self) -> bool:
-        """Whether start() found the server already running rather than starting it."""
-        return self._adopted
-
-    def is_running(self) -> bool:
-        """Whether a postmaster is running on this data directory."""
-        return self._live_pid() is not None
 
     def start(self, timeout_s: float = 30) -> str:
         """Make sure the server runs and accepts connections, and return its DSN.
@@ -631,13 +645,15 @@ def _ping(port: int) -> bool:
     return (_command(port, b"PING") or b"").startswith(b"+PONG")
 
 
-class EmbeddedValkey:
+class EmbeddedValkey(_Server):
     """A Valkey (Redis-protocol) server on 127.0.0.1 whose files live in `data_dir`.
 
     With `persist=True` every write goes to an append-only file flushed every second, so data
     survives a restart (and a crash, minus at most the last second). With `persist=False`
     nothing is written to disk and each start begins empty.
     """
+
+    name = "Valkey"
 
     def __init__(
         self,
@@ -646,39 +662,14 @@ class EmbeddedValkey:
         persist: bool = True,
         log: Log | None = None,
     ) -> None:
-        self._data_dir = Path(data_dir).absolute()
-        self._requested_port = port
-        self._port: int | None = None
+        super().__init__(data_dir, port, log)
         self._persist = persist
-        self._log = log or _quiet
         self._process: subprocess.Popen[bytes] | None = None
-        self._adopted = False
-
-    @property
-    def data_dir(self) -> Path:
-        """The folder holding the server's append-only file, pid file and log."""
-        return self._data_dir
-
-    @property
-    def port(self) -> int:
-        """The TCP port the server listens on; raises DevstackError before start()."""
-        if self._port is None:
-            raise DevstackError("Valkey has not been started")
-        return self._port
 
     @property
     def url(self) -> str:
         """A redis:// URL for database 0; raises DevstackError before start()."""
         return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def adopted(self) -> bool:
-        """Whether start() found the server already running rather than starting it."""
-        return self._adopted
-
-    def is_running(self) -> bool:
-        """Whether a Valkey server is running on this data directory."""
-        return self._live_pid() is not None
 
     def start(self, timeout_s: float = 10) -> str:
         """Make sure the server runs and answers PING, and return its URL.
