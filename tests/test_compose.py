@@ -188,6 +188,7 @@ def test_collection_is_v21_with_base_url_variable(collection: dict[str, Any]) ->
     assert variables["baseUrl"] == "http://localhost:3000"
     assert [folder["name"] for folder in collection["item"]] == [
         "Orders",
+        "Limit and sniper orders",
         "Errors",
         "Market",
         "System",
