@@ -83,6 +83,10 @@ async def create_order(
                 order.token_out.mint,
                 order.limit_price,
             )
+            if order.type == "sniper":  # the launch may have come while this was indexed
+                launched = await launches.launched_token(redis, order.token_out.mint)
+                if launched is not None:
+                    await triggers.fire_snipers(db, redis, launched.mint, launched.symbol)
     except RedisError as exc:
         log.warning(
             "order %s accepted but not queued yet (%s); the sweeper will queue it", order_id, exc
@@ -284,8 +288,8 @@ async def cancel_order(
             + ("" if row["type"] != "market" else " (market orders execute at once)"),
             [{"status": current}],
         )
-    await triggers.unindex(redis, oid, row["type"], row["token_in"], row["token_out"])
-    try:
+    try:  # the cancel is committed; a stale index entry is harmless (claims re-check)
+        await triggers.unindex(redis, oid, row["type"], row["token_in"], row["token_out"])
         await events.publish(redis, event)
     except RedisError as exc:
         log.warning("order %s cancelled; publish failed: %s", oid, exc)

@@ -64,10 +64,15 @@ async def rebuild_index(db: asyncpg.Pool, redis: ArqRedis) -> int:
     """Re-create the waiting index from PostgreSQL (after a restart or a Redis loss)."""
     async with db.acquire() as conn:
         rows = await queries.waiting_orders(conn)
-    for r in rows:
-        await index_waiting(
-            redis, r["id"], r["type"], r["token_in"], r["token_out"], r["limit_price"]
-        )
+    async with redis.pipeline(transaction=False) as pipe:  # one round trip however many
+        for r in rows:
+            if r["type"] == "limit":
+                key = keys.limits_key(r["token_in"], r["token_out"])
+                pipe.zadd(key, {str(r["id"]): float(r["limit_price"])})
+                pipe.sadd(keys.LIMIT_PAIRS, f"{r['token_in']}:{r['token_out']}")
+            else:
+                pipe.sadd(keys.snipers_key(r["token_out"]), str(r["id"]))
+        await pipe.execute()
     return len(rows)
 
 
@@ -120,9 +125,10 @@ async def _check_pair(
                 f"best net price {price} {token_out.symbol}/{token_in.symbol} for "
                 f"{from_base_units(token_in, amount)} reached the limit {r['limit_price']}"
             )
+            # Out of the index first: a re-armed order indexes itself again, and must stay.
+            await redis.zrem(key, str(r["id"]))
             if await _fire(db, redis, r["id"], reason):
                 fired += 1
-            await redis.zrem(key, str(r["id"]))
     return fired
 
 

@@ -359,3 +359,18 @@ async def test_worker_runs_at_most_its_concurrency_and_really_in_parallel(
         intervals.append((parse_at(by_status["routing"]), parse_at(by_status["confirmed"])))
     overlap = max_overlap(intervals)
     assert 2 <= overlap <= 3, (overlap, intervals)
+
+
+async def test_resume_with_after_seq_past_the_end_still_streams_to_the_finish(
+    make_stack: StackFactory,
+) -> None:
+    """An afterSeq beyond what the order has (a confused client) must not stall the socket:
+    it goes live from the order's last event and closes after the terminal one."""
+    stack = await make_stack(workers=0)
+    accepted = await stack.submit()
+    url = f"{accepted['wsUrl']}&afterSeq=100"
+    async with asyncio.timeout(30), websockets.connect(url) as ws:
+        await stack.start_worker()
+        statuses = [orjson.loads(m)["status"] async for m in ws]
+    assert ws.close_code == 1000
+    assert statuses == ["routing", "building", "submitted", "confirmed"]

@@ -18,7 +18,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from shared import events, queries, triggers
-from shared.market.tokens import Token, from_base_units
+from shared.market.tokens import Token, from_base_units, unlisted_token
 from shared.numbers import dec_str
 from shared.routing import Route, human_price
 from shared.sim import launches
@@ -105,7 +105,15 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
         return "done"
     token_in = await launches.token(engine.redis, row["token_in"])
     token_out = await launches.token(engine.redis, row["token_out"])
-    assert token_in is not None and token_out is not None
+    if token_in is None or token_out is None:  # a launched token the market no longer knows
+        run = OrderRun(
+            engine, row, unlisted_token(row["token_in"]), unlisted_token(row["token_out"])
+        )
+        failure = AttemptFailed("UNKNOWN_TOKEN", "the market no longer lists this token", False)
+        try:
+            return await _after_failure(run, int(row["attempts"]), failure)
+        except Superseded:
+            return "superseded"
     run = OrderRun(engine, row, token_in, token_out)
     try:
         return await _advance(run)

@@ -3,11 +3,10 @@
 import asyncio
 import logging
 
-import asyncpg
 from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus
 
-from shared import keys, queries
+from shared import keys, queries, triggers
 from shared.queue import enqueue_order
 from worker.engine import Engine
 
@@ -62,11 +61,24 @@ async def _free_if_unleased(engine: Engine, job_id: str) -> None:
         log.warning("sweeper: job %s held an in-progress mark no lease renews; released", job_id)
 
 
+REINDEX_EVERY_PASSES = 12  # the waiting set is re-checked against PostgreSQL about once a minute
+
+
 async def run_sweeper(engine: Engine) -> None:
-    """Sweep every SWEEP_INTERVAL_S until cancelled; outages are logged and retried."""
+    """Sweep every SWEEP_INTERVAL_S until cancelled.
+
+    This loop is what finishes orders whose job was lost, so nothing may end it: a pass that
+    fails (an outage, a bug) is logged with its traceback and the next pass runs as usual.
+    Every few passes the waiting (limit/sniper) index is rebuilt from PostgreSQL too, in case
+    Redis lost it or an indexing write failed.
+    """
+    passes = 0
     while True:
         try:
             await sweep(engine)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("sweeper: skipped a pass: %r", exc)
+            if passes % REINDEX_EVERY_PASSES == 0:
+                await triggers.rebuild_index(engine.db, engine.redis)
+        except Exception:  # this loop must outlive any single failure (see the docstring)
+            log.exception("sweeper: pass failed; retrying next interval")
+        passes += 1
         await asyncio.sleep(engine.settings.sweep_interval_s)

@@ -45,4 +45,6 @@ async def run_market_loop(engine: Engine) -> None:
                 await triggers.expire_due(engine.db, engine.redis)
         except RedisError as exc:
             log.warning("market loop: Redis unavailable: %s", exc)
+        except Exception:  # ticks and triggers must outlive any single failure
+            log.exception("market loop: step failed; retrying")
         await asyncio.sleep(min(tick_s or TRIGGER_INTERVAL_S, TRIGGER_INTERVAL_S))

@@ -151,6 +151,8 @@ async def _stream(
                 return
             if row["status"] in TERMINAL_STATUSES and row["last_seq"] <= last:
                 last = -1  # resumed after the terminal event: nothing more will come
+            else:
+                last = min(last, row["last_seq"])  # an afterSeq past the end: go live from it
         while last >= 0:
             try:
                 async with asyncio.timeout(IDLE_CHECK_S):

@@ -287,8 +287,8 @@ class Cluster:
                 next_send_ms = now_ms + int(rebroadcast_every_ms)
                 try:
                     await self.send_transaction(raw_tx, last_valid_block_height)
-                except (RpcTimeout, BlockhashNotFound):
-                    pass  # the status check on the next pass tells what happened
+                except ClusterError:
+                    pass  # the status and height checks on the next pass decide
                 continue
             await asyncio.sleep(self.slot_ms / 1000)
 
