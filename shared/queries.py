@@ -230,7 +230,7 @@ async def claim_trigger(conn: Conn, order_id: uuid.UUID, reason: str) -> bool:
     """
     claimed = await conn.fetchval(
         "UPDATE orders SET triggered_at = clock_timestamp(), trigger_reason = $2,"
-        " updated_at = now()"
+        " runs_at_trigger = runs, updated_at = now()"
         " WHERE id = $1 AND status = 'pending' AND triggered_at IS NULL RETURNING true",
         order_id,
         reason,

@@ -247,3 +247,20 @@ async def test_waiting_orders_survive_a_worker_restart_and_lost_index(
 async def test_waiting_fields_are_validated(stack: Stack, body: dict[str, Any]) -> None:
     response = await stack.http.post("/api/orders/execute", json=body)
     assert response.status_code == 400 and response.json()["code"] == "VALIDATION_ERROR"
+
+
+async def test_runs_spent_waiting_do_not_count_against_the_execution(
+    make_stack: StackFactory, db: asyncpg.Connection
+) -> None:
+    """A limit order whose price hovers at its limit is triggered and re-armed again and
+    again; each cycle is a job run. Those must not use up the run budget of its execution."""
+    stack = await make_stack(max_runs=3)
+    limit = (await best_price(stack, "SOL", "USDC", "1") * Decimal("1.01")).quantize(
+        Decimal("0.01")
+    )
+    accepted = await stack.submit(limit_order(limit))
+    # As if 20 trigger/re-arm cycles had happened while it waited.
+    await db.execute("UPDATE orders SET runs = 20 WHERE id = $1", uuid.UUID(accepted["orderId"]))
+    await lift_sol_price(stack, limit)
+    events = await follow(accepted["wsUrl"])
+    assert events[-1]["status"] == "confirmed", events[-1]

@@ -138,10 +138,10 @@ async def _advance(run: OrderRun) -> str | RetryLater:
                 raise AttemptFailed(
                     "BLOCKHASH_EXPIRED", "transaction expired before it landed", True
                 )
-        if row["runs"] > engine.settings.max_runs:
+        if row["runs"] - row["runs_at_trigger"] > engine.settings.max_runs:
             raise AttemptFailed(
                 "EXECUTION_ABANDONED",
-                f"the order's job was interrupted {row['runs'] - 1} times",
+                f"the order's job was interrupted {row['runs'] - row['runs_at_trigger'] - 1} times",
                 False,
             )
         attempt += 1
