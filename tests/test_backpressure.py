@@ -48,8 +48,8 @@ async def _burst_within_one_second(
     returns the responses and that second. Retries if a burst straddled a boundary."""
     for _ in range(3):
         now = time.time()
-        # sleep-ok: not waiting for an outcome; starting the burst at the top of a second
-        await asyncio.sleep(math.ceil(now) - now + 0.01)
+        # Not waiting for an outcome: the burst starts at the top of a wall-clock second.
+        await asyncio.sleep(math.ceil(now) - now + 0.01)  # sleep-ok: aligning to the second
         second = int(time.time())
         responses = await asyncio.gather(
             *(http.post("/api/orders/execute", json=_order(f"0.{i + 1}")) for i in range(n))
@@ -76,8 +76,8 @@ async def test_rate_limit_429_with_retry_after_and_nothing_written(
     assert stored == ids
 
     # The limit is per second: once the window has passed, orders are accepted again.
-    # sleep-ok: not waiting for an outcome; waiting for the wall clock's next second
-    await asyncio.sleep(max(second + 1 - time.time(), 0) + 0.01)
+    # Not waiting for an outcome: the limiter's window is the wall clock's second.
+    await asyncio.sleep(max(second + 1 - time.time(), 0) + 0.01)  # sleep-ok: next second
     response = await stack.http.post("/api/orders/execute", json=_order("0.9"))
     assert response.status_code == 200, response.text
 
@@ -176,9 +176,9 @@ async def test_slow_reader_is_closed_4408_and_resumes_exactly(
         for event in events:
             await redis.publish("oee:events", orjson.dumps(event))
         assert (await stack.http.get("/health")).status_code == 200
-        # sleep-ok: not waiting for an outcome; this is the fault, a reader stalled for longer
-        # than the server's send timeout
-        await asyncio.sleep(SEND_TIMEOUT_S * 4)
+        # Not waiting for an outcome: this is the fault itself, a reader stalled for longer
+        # than the server's send timeout.
+        await asyncio.sleep(SEND_TIMEOUT_S * 4)  # sleep-ok: the injected stall
         received = [first, *await _receive_all(ws)]
     assert ws.close_code == 4408, (ws.close_code, ws.close_reason, len(received))
     match = re.search(r"afterSeq=(\d+)", ws.close_reason or "")

@@ -104,15 +104,11 @@ async def get_order(order_id: str, res: Res) -> dict[str, Any]:
     responses=ERROR_RESPONSES,
     summary="Cancel a waiting limit or sniper order",
 )
-async def cancel_order(order_id: str, res: Res) -> dict[str, Any]:
-    return await service.cancel_order(res.db, res.redis, order_id, res.signer)
-
-
 @router.post(
     "/orders/{order_id}/cancel",
     response_model=OrderDetail,
     responses=ERROR_RESPONSES,
     summary="Cancel a waiting limit or sniper order (same as DELETE)",
 )
-async def cancel_order_post(order_id: str, res: Res) -> dict[str, Any]:
+async def cancel_order(order_id: str, res: Res) -> dict[str, Any]:
     return await service.cancel_order(res.db, res.redis, order_id, res.signer)
