@@ -3,9 +3,10 @@
 One market step as the worker's market loop runs it — move the market, check limit triggers,
 expire due orders — timed with no open orders and then with many resting far from the market
 (plus a few close to it, which must be quoted at full size), in the same run.
+
+Run it with `make bench BENCH_ARGS="--only triggers"` (it is part of `make bench-full`).
 """
 
-import asyncio
 import random
 import statistics
 import time
@@ -129,16 +130,3 @@ async def _place(pool: Any, redis: ArqRedis, market: Market, far: int, near: int
                 f"triggers: placing limit orders {i:,}/{far + near:,}"
                 f" ({time.perf_counter() - started:.0f} s)"
             )
-
-
-if __name__ == "__main__":
-
-    async def _main() -> None:
-        servers = Servers()
-        servers.start()
-        try:
-            print(await run(servers, Config()))
-        finally:
-            servers.stop()
-
-    asyncio.run(_main())

@@ -4,9 +4,10 @@ The market drifts tick by tick (reference prices walk, the venues' spreads wande
 re-anchor); after each tick every listed pair is quoted on both venues for a small size, and
 the gap between the venues' best net outputs is recorded. Delays do not change the
 distribution, so the quotes are taken without them.
+
+Run it with `make bench BENCH_ARGS="--only venue_gap"` (it is part of `make bench-full`).
 """
 
-import asyncio
 import random
 import statistics
 from dataclasses import dataclass
@@ -75,16 +76,3 @@ async def _gaps(market: Market, usd: Decimal) -> list[float]:
             best, other = ranked[0].amount_out, ranked[1].amount_out
             out.append(float((best - other) * 100 / Decimal(other)))
     return out
-
-
-if __name__ == "__main__":
-
-    async def _main() -> None:
-        servers = Servers()
-        servers.start()
-        try:
-            print(await run(servers, Config()))
-        finally:
-            servers.stop()
-
-    asyncio.run(_main())
