@@ -71,10 +71,10 @@ async def create_order(
                 response = _accepted(order, order_id, row, ws_base)
                 await queries.remember_response(conn, idempotency_key, order_id, response)
     try:
-        await events.publish(redis, event)
         if order.type == "market":
-            await enqueue_order(redis, order_id)
+            await enqueue_order(redis, order_id, first_event=event)
         else:
+            await events.publish(redis, event)
             await triggers.index_waiting(
                 redis,
                 order_id,

@@ -1,5 +1,6 @@
 """Publishing order events to live subscribers after they are committed to PostgreSQL."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -14,15 +15,24 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 async def publish(redis: Redis, event: dict[str, Any]) -> None:
-    """Publish one committed event and keep the active-orders cache in step with it.
+    """Publish one committed event: see `publish_many`."""
+    await publish_many(redis, [event])
+
+
+async def publish_many(redis: Redis, events: Sequence[dict[str, Any]]) -> None:
+    """Publish committed events, in order, and keep the active-orders cache in step with them,
+    in one round trip.
 
     Pub/sub is best effort by nature (nobody listening = dropped); subscribers recover
-    anything missed from PostgreSQL, which already holds the event.
+    anything missed from PostgreSQL, which already holds the events.
     """
+    if not events:
+        return
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.publish(keys.EVENTS_CHANNEL, encode(event))
-        if event["status"] in TERMINAL_STATUSES:
-            pipe.srem(keys.ACTIVE_ORDERS, event["orderId"])
-        elif event["seq"] == 1:
-            pipe.sadd(keys.ACTIVE_ORDERS, event["orderId"])
+        for event in events:
+            pipe.publish(keys.EVENTS_CHANNEL, encode(event))
+            if event["status"] in TERMINAL_STATUSES:
+                pipe.srem(keys.ACTIVE_ORDERS, event["orderId"])
+            elif event["seq"] == 1:
+                pipe.sadd(keys.ACTIVE_ORDERS, event["orderId"])
         await pipe.execute()

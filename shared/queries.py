@@ -1,34 +1,37 @@
 """SQL for orders and their events. Each function takes a connection and returns plain data."""
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 from shared.db import Conn
 from shared.models import TERMINAL_STATUSES, NewOrder
 
-# Columns a status transition may set, so callers cannot inject SQL through field names.
-_UPDATABLE = frozenset(
-    {
-        "dex_chosen",
-        "pool",
-        "quote_price",
-        "min_amount_out",
-        "executed_price",
-        "amount_out",
-        "fee_amount",
-        "tx_hash",
-        "tx_base64",
-        "last_valid_block_height",
-        "tx_pending",
-        "slot",
-        "attempts",
-        "last_error",
-        "error_code",
-    }
-)
+# Columns a status transition may set, with their SQL types: callers cannot inject SQL through
+# field names, and one statement can carry a batch of transitions that set different columns.
+_UPDATABLE = {
+    "dex_chosen": "text",
+    "pool": "text",
+    "quote_price": "numeric",
+    "min_amount_out": "numeric",
+    "executed_price": "numeric",
+    "amount_out": "numeric",
+    "fee_amount": "numeric",
+    "tx_hash": "text",
+    "tx_base64": "text",
+    "last_valid_block_height": "bigint",
+    "tx_pending": "boolean",
+    "slot": "bigint",
+    "attempts": "integer",
+    "last_error": "text",
+    "error_code": "text",
+}
 _TERMINAL = list(TERMINAL_STATUSES)
 
 Row = asyncpg.Record
@@ -77,6 +80,101 @@ async def insert_order(
     return row, event
 
 
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One guarded status transition: see `transition`."""
+
+    order_id: uuid.UUID
+    status: str
+    attempt: int
+    data: dict[str, Any]
+    allowed_from: tuple[str, ...]
+    fields: dict[str, Any] = field(default_factory=dict)
+    untriggered_only: bool = False
+    fence: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = set(self.fields) - _UPDATABLE.keys()
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+
+
+# Each row of the batch names the columns it sets (`sets`); the others keep their values. $2
+# repeats the ids so the planner looks the orders up by key (it cannot see into the JSON).
+_TRANSITIONS_SQL = f"""
+    WITH i AS (
+        SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
+            n integer, id uuid, status text, allowed text[], attempt integer, data jsonb,
+            fence integer, untriggered_only boolean, sets text[],
+            {", ".join(f"{name} {kind}" for name, kind in _UPDATABLE.items())})
+    ), o AS (
+        UPDATE orders SET status = i.status, last_seq = orders.last_seq + 1, updated_at = now(),
+            {
+    ", ".join(
+        f"{name} = CASE WHEN '{name}' = ANY(i.sets) THEN i.{name} ELSE orders.{name} END"
+        for name in _UPDATABLE
+    )
+}
+        FROM i
+        WHERE orders.id = ANY($2::uuid[]) AND orders.id = i.id AND orders.status = ANY(i.allowed)
+          AND (i.fence IS NULL OR orders.runs = i.fence)
+          AND NOT (i.untriggered_only AND orders.triggered_at IS NOT NULL)
+        RETURNING i.n, orders.id, orders.last_seq AS seq, i.status, i.attempt, i.data,
+                  clock_timestamp() AS at
+    ), e AS (
+        INSERT INTO order_events (order_id, seq, status, attempt, at, data)
+        SELECT id, seq, status, attempt, at, data FROM o
+    )
+    SELECT n, seq, at FROM o
+"""
+
+
+def _sql_value(value: Any) -> Any:
+    """JSON for a column value: numbers as strings, so no precision is lost on the way."""
+    if isinstance(value, Decimal | int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+async def transition_many(conn: Conn, moves: Sequence[Move]) -> list[dict[str, Any] | None]:
+    """Apply guarded transitions and append their events, atomically, in one round trip.
+
+    A move only applies when the order's current status is in its `allowed_from` (so a stale
+    or duplicate worker cannot move an order backwards or past a terminal status), when
+    `fence` (if given) is still the order's latest run (a run that stalled past its lease
+    while another took over cannot move the order, or sign for it, any more), and, with
+    `untriggered_only`, while no trigger has claimed the order (cancel and expiry). Returns
+    each move's event message, or None where the guard refused it.
+    """
+    if not moves:
+        return []
+    batch = orjson.dumps(
+        [
+            {
+                "n": n,
+                "id": str(m.order_id),
+                "status": m.status,
+                "allowed": list(m.allowed_from),
+                "attempt": m.attempt,
+                "data": m.data,
+                "fence": m.fence,
+                "untriggered_only": m.untriggered_only,
+                "sets": list(m.fields),
+                **{name: _sql_value(value) for name, value in m.fields.items()},
+            }
+            for n, m in enumerate(moves)
+        ]
+    ).decode()
+    results: list[dict[str, Any] | None] = [None] * len(moves)
+    ids = [m.order_id for m in moves]
+    for row in await conn.fetch(_TRANSITIONS_SQL, batch, ids):
+        m = moves[row["n"]]
+        results[row["n"]] = event_message(
+            m.order_id, row["seq"], m.status, m.attempt, row["at"], m.data
+        )
+    return results
+
+
 async def transition(
     conn: Conn,
     order_id: uuid.UUID,
@@ -89,46 +187,11 @@ async def transition(
     untriggered_only: bool = False,
     fence: int | None = None,
 ) -> dict[str, Any] | None:
-    """Move an order to `status` and append its event, atomically, in one round trip.
-
-    The update only applies when the order's current status is in `allowed_from`, so a
-    stale or duplicate worker cannot move an order backwards or past a terminal status.
-    Returns the event message, or None when the guard refused the transition.
-    """
-    fields = fields or {}
-    bad = set(fields) - _UPDATABLE
-    if bad:
-        raise ValueError(f"not updatable: {sorted(bad)}")
-    names = sorted(fields)
-    sets = "".join(f", {name} = ${i}" for i, name in enumerate(names, start=6))
-    # A waiting order is cancelled or expired only while no trigger has claimed it.
-    guard = " AND triggered_at IS NULL" if untriggered_only else ""
-    # A job run writes only while it is the order's latest run: a run that stalled past its
-    # lease while another took over cannot move the order (or sign for it) any more.
-    fence_at = len(names) + 6
-    guard += f" AND runs = ${fence_at}" if fence is not None else ""
-    row = await conn.fetchrow(
-        f"""
-        WITH o AS (
-            UPDATE orders SET status = $2, last_seq = last_seq + 1, updated_at = now(){sets}
-            WHERE id = $1 AND status = ANY($3::text[]){guard}
-            RETURNING id, last_seq
-        )
-        INSERT INTO order_events (order_id, seq, status, attempt, data)
-        SELECT id, last_seq, $2, $4, $5 FROM o
-        RETURNING seq, at
-        """,
-        order_id,
-        status,
-        list(allowed_from),
-        attempt,
-        data,
-        *(fields[n] for n in names),
-        *([fence] if fence is not None else []),
+    """One `Move` (see `transition_many`): its event message, or None if the guard refused."""
+    move = Move(
+        order_id, status, attempt, data, allowed_from, fields or {}, untriggered_only, fence
     )
-    if row is None:
-        return None
-    return event_message(order_id, row["seq"], status, attempt, row["at"], data)
+    return (await transition_many(conn, [move]))[0]
 
 
 def event_message(
@@ -145,15 +208,24 @@ def event_message(
     }
 
 
-async def start_run(conn: Conn, order_id: uuid.UUID) -> Row | None:
-    """Count one more job run of an order that may run now: unfinished, and (limit/sniper)
-    triggered. None when there is nothing to do."""
-    return await conn.fetchrow(
-        "UPDATE orders SET runs = runs + 1 WHERE id = $1 AND status <> ALL($2::text[])"
-        " AND NOT (type <> 'market' AND triggered_at IS NULL) RETURNING *",
-        order_id,
+async def start_runs(conn: Conn, order_ids: Sequence[uuid.UUID]) -> list[Row | None]:
+    """Count one more job run of each order that may run now: unfinished, and (limit/sniper)
+    triggered. None where there is nothing to do, and for an id repeated in the list (one run
+    of an order per call, so no two runs share a fencing token)."""
+    rows = await conn.fetch(
+        "UPDATE orders SET runs = runs + 1 WHERE id = ANY($1::uuid[])"
+        " AND status <> ALL($2::text[]) AND NOT (type <> 'market' AND triggered_at IS NULL)"
+        " RETURNING *",
+        list(order_ids),
         _TERMINAL,
     )
+    by_id = {row["id"]: row for row in rows}
+    return [by_id.pop(order_id, None) for order_id in order_ids]
+
+
+async def start_run(conn: Conn, order_id: uuid.UUID) -> Row | None:
+    """`start_runs` for one order."""
+    return (await start_runs(conn, [order_id]))[0]
 
 
 async def get_order(conn: Conn, order_id: uuid.UUID) -> Row | None:

@@ -1,21 +1,66 @@
-"""Queueing order jobs (arq): the one place that names the job and its id scheme."""
+"""Queueing order jobs (arq): the one place that names the job and its id scheme.
 
+Jobs are written in arq's own format (`serialize_job`, the job key, the queue's sorted set),
+so arq's worker runs them, but in one Lua script rather than arq's WATCH / EXISTS /
+MULTI…EXEC (three round trips); the script can also publish the order's first event in the
+same round trip.
+"""
+
+import time
 import uuid
+from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
 
 from shared import keys
+from shared.events import encode
 
 EXECUTE_ORDER = "execute_order"
 
+# KEYS: job, result, queue, active-orders set. ARGV: job id, score, ttl ms, job, event, channel.
+# Like arq's enqueue_job: a job id that is queued, running or has a result is not queued again.
+_ENQUEUE = """
+if ARGV[5] ~= '' then
+    redis.call('PUBLISH', ARGV[6], ARGV[5])
+    redis.call('SADD', KEYS[4], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
 
-async def enqueue_order(redis: ArqRedis, order_id: uuid.UUID | str, defer_s: float = 0) -> bool:
-    """Queue the order's job; its id is the order id, so duplicates collapse. False if queued."""
-    job = await redis.enqueue_job(
-        EXECUTE_ORDER,
-        str(order_id),
-        _job_id=str(order_id),
-        _queue_name=keys.QUEUE_NAME,
-        _defer_by=defer_s or None,
+
+async def enqueue_order(
+    redis: ArqRedis,
+    order_id: uuid.UUID | str,
+    defer_s: float = 0,
+    first_event: dict[str, Any] | None = None,
+) -> bool:
+    """Queue the order's job; its id is the order id, so duplicates collapse. False if queued.
+
+    With `first_event` (the order's `pending` event), publish it in the same round trip.
+    """
+    job_id = str(order_id)
+    now_ms = int(time.time() * 1000)
+    score = now_ms + int(defer_s * 1000)
+    job = serialize_job(EXECUTE_ORDER, (job_id,), {}, None, now_ms, serializer=redis.job_serializer)
+    queued = await redis.register_script(_ENQUEUE)(
+        keys=[
+            job_key_prefix + job_id,
+            result_key_prefix + job_id,
+            keys.QUEUE_NAME,
+            keys.ACTIVE_ORDERS,
+        ],
+        args=[
+            job_id,
+            score,
+            score - now_ms + redis.expires_extra_ms,
+            job,
+            encode(first_event) if first_event is not None else "",
+            keys.EVENTS_CHANNEL,
+        ],
     )
-    return job is not None
+    return bool(queued)

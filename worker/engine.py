@@ -9,6 +9,7 @@ from solders.keypair import Keypair
 from shared.settings import Settings
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
+from worker.writes import Writes
 
 
 @dataclass(slots=True)
@@ -19,3 +20,4 @@ class Engine:
     market: Market
     cluster: Cluster
     keypair: Keypair
+    writes: Writes

@@ -15,11 +15,11 @@ from decimal import ROUND_CEILING
 from typing import Any
 
 import asyncpg
-from redis.exceptions import RedisError
 
-from shared import events, queries, triggers
+from shared import queries, triggers
 from shared.market.tokens import Token, from_base_units, unlisted_token
 from shared.numbers import dec_str
+from shared.queries import Move
 from shared.routing import Route, human_price
 from shared.sim import launches
 from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, SignatureStatus
@@ -78,29 +78,16 @@ class OrderRun:
         **fields: Any,
     ) -> None:
         """Apply a guarded transition and publish its event; `Superseded` if the guard refused."""
-        async with self.engine.db.acquire() as conn:
-            event = await queries.transition(
-                conn,
-                self.order_id,
-                status,
-                attempt=attempt,
-                data=data,
-                allowed_from=allowed_from,
-                fields=fields,
-                fence=self.row["runs"],
-            )
-        if event is None:
+        move = Move(
+            self.order_id, status, attempt, data, allowed_from, fields, fence=self.row["runs"]
+        )
+        if await self.engine.writes.move(move) is None:
             raise Superseded(f"{status} refused: the order moved on elsewhere")
-        try:
-            await events.publish(self.engine.redis, event)
-        except RedisError as exc:  # subscribers catch up from PostgreSQL
-            log.warning("order %s: publish failed: %s", self.order_id, exc)
 
 
 async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
     """Advance the order as far as it can go now; returns its status or when to try again."""
-    async with engine.db.acquire() as conn:
-        row = await queries.start_run(conn, order_id)
+    row = await engine.writes.start_run(order_id)
     if row is None:  # finished, still waiting for its trigger, or never existed
         return "done"
     token_in = await launches.token(engine.redis, row["token_in"])

@@ -18,6 +18,7 @@ from worker.engine import Engine
 from worker.jobs import execute_order
 from worker.sweeper import run_sweeper
 from worker.ticker import run_market_loop
+from worker.writes import Writes
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     market = Market(redis, settings)
     await market.ensure_seeded()
     keypair = load_keypair(settings)
-    engine = Engine(settings, db, redis, market, Cluster(redis, market, settings), keypair)
+    cluster = Cluster(redis, market, settings)
+    engine = Engine(settings, db, redis, market, cluster, keypair, Writes(db, redis))
     ctx["engine"] = engine
     waiting = await triggers.rebuild_index(db, redis)
     ctx["background"] = [
