@@ -20,7 +20,6 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from app.main import create_app
@@ -28,6 +27,7 @@ from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
 from shared.settings import Settings
 from shared.sim.market import Market
+from worker.claim import OrderWorker
 from worker.settings import worker_settings
 
 TEMPLATE_DB = "oee_template"
@@ -125,16 +125,16 @@ class Stack:
     base_url: str
     http: httpx.AsyncClient
     redis: Redis
-    _workers: list[tuple[Worker, asyncio.Task[None]]] = field(default_factory=list)
+    _workers: list[tuple[OrderWorker, asyncio.Task[None]]] = field(default_factory=list)
 
     @property
     def ws_base(self) -> str:
         return self.base_url.replace("http://", "ws://")
 
-    async def start_worker(self, **overrides: Any) -> Worker:
+    async def start_worker(self, **overrides: Any) -> OrderWorker:
         settings = self.settings.model_copy(update=overrides)
         kwargs = worker_settings(settings) | {"handle_signals": False, "poll_delay": 0.01}
-        worker = Worker(**kwargs)
+        worker = OrderWorker(**kwargs)
         task = asyncio.create_task(worker.async_run())
         self._workers.append((worker, task))
         return worker

@@ -23,20 +23,20 @@ async def job_lease(redis: Redis, job_id: str, lease_s: float) -> AsyncIterator[
     """Keep arq's in-progress key alive only while this process is alive.
 
     arq marks a running job with a key that lives for the whole job timeout (+10 s), so a job
-    whose worker was SIGKILLed waits that long before another worker may take it. Shortening
-    the key to `lease_s` and renewing it from here means a dead worker's order is picked up
-    again within one lease.
+    whose worker was SIGKILLed would wait that long before another worker may take it. The
+    claim (`worker.claim.OrderWorker`) gives the key `lease_s` instead, and renewing it from
+    here means a dead worker's order is picked up again within one lease.
     """
     key = in_progress_key_prefix + job_id
     lease_ms = int(lease_s * 1000)
 
     async def renew() -> None:
-        while True:
+        while True:  # the claim (worker.claim) started the lease
+            await asyncio.sleep(lease_s / 3)
             try:
                 await redis.pexpire(key, lease_ms)
             except RedisError as exc:
                 log.warning("job %s: lease renewal failed: %s", job_id, exc)
-            await asyncio.sleep(lease_s / 3)
 
     task = asyncio.create_task(renew())
     try:

@@ -67,7 +67,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for `arq.Worker` built from our settings."""
+    """Keyword arguments for `worker.claim.OrderWorker` (an `arq.Worker`) from our settings."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (`make run` starts an embedded Valkey)")
     return {
@@ -95,4 +95,5 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         # grace period are cancelled and re-queued by arq, and resume from PostgreSQL.
         "job_completion_wait": settings.shutdown_grace_s,
         "ctx": {"settings": settings},
+        "lease_s": settings.job_lease_s,  # OrderWorker: claimed jobs start with this lease
     }
