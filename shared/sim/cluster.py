@@ -11,6 +11,7 @@ after landing, like a real cluster's commitment levels.
 import asyncio
 import hashlib
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from shared import keys
 from shared.market.types import InsufficientLiquidity
 from shared.settings import Settings
 from shared.sim.market import Market, pair_key
-from shared.sim.pools import SLIPPAGE_ERRORS
+from shared.sim.pools import SLIPPAGE_ERRORS, Pool
 from shared.sim.programs import VENUE_PROGRAMS, SwapInstruction, decode_swap
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ SEND_LATENCY_S = 0.05
 CONFIRM_DELAY_MS = (1000, 3000)
 SIGNATURE_TTL_S = 7 * 24 * 3600
 _MAX_CAS_TRIES = 20
+_MAX_LANDINGS = 10_000
 
 # KEYS: signature, genesis. ARGV: slot ms. -> {record or false, now ms, height}
 _OBSERVE = """
@@ -138,6 +140,11 @@ class Cluster:
         self._status = redis.register_script(_OBSERVE)
         self.height = 0  # the newest block height this process has seen
         self._send = redis.register_script(_SEND)
+        self._pool_locks: dict[str, asyncio.Lock] = {}
+        self._last_written: dict[str, Pool] = {}  # pool address -> the state our last swap wrote
+        self._landings: dict[str, dict[str, Any]] = {}  # signature -> record, as it just landed
+        self._blockhash = self.blockhash_at(0), 0
+        self._blockhash_at_s = -math.inf
 
     async def _latency(self, seconds: float) -> None:
         if self.settings.sim_latency_scale > 0:
@@ -156,9 +163,17 @@ class Cluster:
         return Hash(hashlib.sha256(f"oee-block-{height}".encode()).digest())
 
     async def latest_blockhash(self) -> tuple[Hash, int]:
-        """The newest blockhash and the last block height at which it is still valid."""
-        _, height = await self.clock()
-        return self.blockhash_at(height), height + BLOCKHASH_VALIDITY
+        """A recent blockhash and the last block height at which it is still valid.
+
+        Like a trading client's blockhash poller, the answer is reused for half a slot: a
+        transaction loses at most half a slot of its ~150-block validity, and a busy engine
+        asks the cluster about once per half slot instead of once per order.
+        """
+        if time.monotonic() - self._blockhash_at_s > self.slot_ms / 2000:
+            _, height = await self.clock()
+            self._blockhash = self.blockhash_at(height), height + BLOCKHASH_VALIDITY
+            self._blockhash_at_s = time.monotonic()
+        return self._blockhash
 
     async def signature_status(self, signature: str) -> tuple[SignatureStatus | None, int]:
         """The signature's status (None if the cluster never saw it land) and the block height."""
@@ -205,11 +220,23 @@ class Cluster:
         if swap is None:
             raise InvalidTransaction("no venue swap instruction")
         venue = VENUE_PROGRAMS[swap.program_id]
+        # Swaps on one pool from this process go one at a time (as a leader orders a block),
+        # each starting from the state the last one wrote: no compare-and-set conflicts among
+        # themselves, and no re-read of the pool unless another process moved it.
+        lock = self._pool_locks.setdefault(swap.pool, asyncio.Lock())
+        async with lock:
+            await self._execute_locked(tx, signature, lvbh, swap, venue)
+
+    async def _execute_locked(
+        self, tx: VersionedTransaction, signature: str, lvbh: int, swap: SwapInstruction, venue: str
+    ) -> None:
+        pool = self._last_written.pop(swap.pool, None)
         for _ in range(_MAX_CAS_TRIES):
-            pool = await self.market.pool(swap.pool)
+            if pool is None:
+                pool = await self.market.pool(swap.pool)
             if pool is None or pool.program_id != swap.program_id:
                 raise InvalidTransaction(f"unknown pool {swap.pool}")
-            new_json, record = self._outcome(pool, swap, venue)
+            new_pool, new_json, record = self._outcome(pool, swap, venue)
             result, detail = await self._send(
                 keys=[
                     keys.signature_key(signature),
@@ -231,15 +258,21 @@ class Cluster:
             result = result.decode() if isinstance(result, bytes) else result
             if result in ("ok", "duplicate"):
                 self.height = max(self.height, int(orjson.loads(detail)["slot"]) - 1)
+            if result == "ok":
+                self._last_written[swap.pool] = new_pool
+                self._remember_landing(signature, orjson.loads(detail))
             if result == "expired":
                 raise BlockhashNotFound("Blockhash not found")
             if result in ("ok", "duplicate"):
                 return
+            pool = None  # another writer moved the pool: read it again
         raise RpcTimeout("pool too busy")  # nothing landed; safe to retry
 
     def _outcome(
-        self, pool: Any, swap: SwapInstruction, venue: str
-    ) -> tuple[bytes | str, dict[str, Any]]:
+        self, pool: Pool, swap: SwapInstruction, venue: str
+    ) -> tuple[Pool, bytes | str, dict[str, Any]]:
+        """The pool after the swap (unchanged if it fails), its JSON ('' if unchanged), and the
+        signature's record."""
         record: dict[str, Any] = {
             "venue": venue,
             "pool": pool.address,
@@ -252,12 +285,18 @@ class Cluster:
             new_pool, fill = pool.swap(swap.mint_in, swap.amount_in, int(time.time()))
         except InsufficientLiquidity:
             record["err"] = "InsufficientLiquidity"
-            return "", record
+            return pool, "", record
         if fill.amount_out < swap.min_amount_out:
             record["err"] = SLIPPAGE_ERRORS[venue]
-            return "", record
+            return pool, "", record
         record.update(amountOut=fill.amount_out, fee=fill.fee_amount)
-        return new_pool.dumps(), record
+        return new_pool, new_pool.dumps(), record
+
+    def _remember_landing(self, signature: str, record: dict[str, Any]) -> None:
+        """Keep what a send just saw land, so `await_landing` need not ask at once."""
+        if len(self._landings) >= _MAX_LANDINGS:  # a send whose landing nobody awaited
+            del self._landings[next(iter(self._landings))]
+        self._landings[signature] = record
 
     def _confirm_delay_ms(self) -> int:
         low, high = CONFIRM_DELAY_MS
@@ -274,6 +313,12 @@ class Cluster:
         """
         rebroadcast_every_ms = max(2000 * self.settings.sim_latency_scale, self.slot_ms)
         next_send_ms = 0
+        landed = self._landings.pop(signature, None)
+        if landed is not None:  # this process's send landed it: its status is known until then
+            sent = SignatureStatus.from_record(landed, int(landed["landedAtMs"]))
+            if sent.err or sent.confirmed:
+                return sent
+            await asyncio.sleep((sent.confirm_at_ms - sent.landed_at_ms) / 1000)
         while True:
             status, now_ms, height = await self._observe(signature)
             if status is not None:
