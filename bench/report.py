@@ -35,8 +35,10 @@ def _e2e(s: dict[str, Any]) -> list[Section]:
     m = s["summary"]
     runs = ", ".join(_v(x) for x in m["orders_per_s_runs"])
     ops = m["orders_per_s"]
+    cfg = s["config"]
+    label = f"orders/s (1 API, 1 worker at concurrency {cfg['worker_concurrency']})"
     rows = [
-        ["orders/s (1 API, 1 worker)", _v(ops), runs, f"≥ 500 ({_verdict(_ge(ops, 500))})"],
+        [label, _v(ops), runs, f"≥ 500 ({_verdict(_ge(ops, 500))})"],
         ["submit (POST) p50 / p95 / p99 ms", _trio(m["submit_ms"], "p50", "p95", "p99"), "", ""],
         ["submit → terminal p50 / p99 ms", _trio(m["e2e_ms"], "p50", "p99"), "", ""],
         ["event delivery p50 / p99 ms", _trio(m["delivery_ms"], "p50", "p99"), "commit→recv", ""],

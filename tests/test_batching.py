@@ -1,0 +1,120 @@
+"""Coalescing: calls made together share one flush, and one statement carries many transitions."""
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from shared import queries
+from shared.batching import Coalescer
+from shared.models import validate_order
+from shared.queries import Move
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_next = False
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+
+    async def flush(self, items: list[int]) -> list[int]:
+        self.batches.append(items)
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise ValueError("boom")
+        return [item * 10 for item in items]
+
+
+async def test_calls_made_together_share_one_flush_and_get_their_own_results() -> None:
+    rec = Recorder()
+    coalescer: Coalescer[int, int] = Coalescer(rec.flush)
+    results = await asyncio.gather(*(coalescer.submit(i) for i in range(50)))
+    assert results == [i * 10 for i in range(50)]
+    assert [len(b) for b in rec.batches] == [50]
+
+
+async def test_calls_made_while_a_flush_runs_wait_and_go_together() -> None:
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    coalescer: Coalescer[int, int] = Coalescer(rec.flush, max_in_flight=1, max_batch=4)
+    first = asyncio.ensure_future(coalescer.submit(0))
+    await rec.started.wait()  # the first flush has started and is held at the gate
+    later = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1, 7)]
+    for _ in range(5):  # let the later calls (and any flush they could start) run
+        await asyncio.sleep(0)  # sleep-ok: yields a loop turn, waits for nothing
+    assert rec.batches == [[0]]  # nothing else is sent while one flush is in flight
+    rec.gate.set()
+    assert await first == 0
+    assert await asyncio.gather(*later) == [10, 20, 30, 40, 50, 60]
+    assert rec.batches == [[0], [1, 2, 3, 4], [5, 6]]  # at most max_batch per flush
+
+
+async def test_a_failed_flush_fails_every_caller_in_it_and_the_next_one_works() -> None:
+    rec = Recorder()
+    rec.fail_next = True
+    coalescer: Coalescer[int, int] = Coalescer(rec.flush)
+    outcomes = await asyncio.gather(
+        *(coalescer.submit(i) for i in range(3)), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [ValueError] * 3
+    assert await coalescer.submit(7) == 70
+
+
+async def _order(db: asyncpg.Connection) -> uuid.UUID:
+    order_id = uuid.uuid4()
+    new = validate_order({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1.5"})
+    await queries.insert_order(db, order_id, new)
+    return order_id
+
+
+async def test_one_statement_applies_different_transitions_and_refuses_stale_ones(
+    db: asyncpg.Connection,
+) -> None:
+    a, b, c = await _order(db), await _order(db), await _order(db)
+    run_b = await queries.start_run(db, b)
+    assert run_b is not None
+    price = Decimal("187.123456789012345678")
+    big = 10**30 + 7  # beyond 64 bits: numbers travel as decimal strings
+    moves = [
+        Move(a, "routing", 1, {"chosen": "raydium"}, ("pending",), {"quote_price": price}),
+        Move(b, "routing", 1, {}, ("pending",), {"min_amount_out": big}, fence=run_b["runs"]),
+        Move(c, "building", 1, {}, ("routing",), {"tx_hash": "x"}),  # c is still pending
+        Move(b, "failed", 1, {}, ("pending",), fence=run_b["runs"] + 1),  # a newer run's fence
+    ]
+    events = await queries.transition_many(db, moves)
+
+    assert events[0] is not None and events[0]["seq"] == 2 and events[0]["chosen"] == "raydium"
+    assert events[1] is not None and events[1]["seq"] == 2 and events[1]["status"] == "routing"
+    assert events[2] is None and events[3] is None
+    rows = {
+        r["id"]: r for r in await db.fetch("SELECT * FROM orders WHERE id = ANY($1)", [a, b, c])
+    }
+    assert rows[a]["status"] == "routing" and rows[a]["quote_price"] == price
+    assert rows[a]["min_amount_out"] is None  # columns a move does not name keep their values
+    assert rows[b]["status"] == "routing" and rows[b]["min_amount_out"] == big
+    assert rows[c]["status"] == "pending" and rows[c]["tx_hash"] is None
+    stored = await db.fetch(
+        "SELECT order_id, seq, status, at FROM order_events WHERE seq = 2 ORDER BY order_id"
+    )
+    assert {(r["order_id"], r["status"]) for r in stored} == {(a, "routing"), (b, "routing")}
+    at = {r["order_id"]: r["at"].isoformat().replace("+00:00", "Z") for r in stored}
+    assert at[a] == events[0]["at"] and at[b] == events[1]["at"]  # the event says what is stored
+
+
+async def test_one_run_per_order_per_batch(db: asyncpg.Connection) -> None:
+    order_id = await _order(db)
+    first, repeat = await queries.start_runs(db, [order_id, order_id])
+    assert first is not None and first["runs"] == 1
+    assert repeat is None  # no two runs may share a fencing token
+
+
+@pytest.mark.parametrize("bad", ["status", "runs; DROP TABLE orders"])
+def test_a_move_names_only_updatable_columns(bad: str) -> None:
+    with pytest.raises(ValueError, match="not updatable"):
+        Move(uuid.uuid4(), "routing", 1, {}, ("pending",), {bad: 1})
