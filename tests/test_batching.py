@@ -3,14 +3,21 @@
 import asyncio
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
+from arq.connections import RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
+from arq.worker import func
 
-from shared import queries
+from shared import keys, queries
 from shared.batching import Coalescer
 from shared.models import validate_order
 from shared.queries import Move
+from shared.queue import EXECUTE_ORDER, enqueue_order
+from tests.conftest import Infra
+from worker.claim import OrderWorker
 
 
 class Recorder:
@@ -118,3 +125,40 @@ async def test_one_run_per_order_per_batch(db: asyncpg.Connection) -> None:
 def test_a_move_names_only_updatable_columns(bad: str) -> None:
     with pytest.raises(ValueError, match="not updatable"):
         Move(uuid.uuid4(), "routing", 1, {}, ("pending",), {bad: 1})
+
+
+async def test_one_poll_claims_the_queued_jobs_behind_running_ones(infra: Infra) -> None:
+    arq = await create_pool(RedisSettings.from_dsn(infra.redis_url))
+    await arq.flushdb()
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def job(ctx: dict[str, Any], order_id: str) -> None:
+        await release.wait()
+        ran.append(order_id)
+
+    worker = OrderWorker(
+        functions=[func(job, name=EXECUTE_ORDER)],
+        redis_pool=arq,
+        queue_name=keys.QUEUE_NAME,
+        max_jobs=3,
+        keep_result=0,
+        handle_signals=False,
+        lease_s=10,
+    )
+    ids = [f"job-{i}" for i in range(6)]
+    for job_id in ids:  # queued in our own script, in arq's format: arq's worker runs them
+        assert await enqueue_order(arq, job_id)
+    for job_id in ids[:2]:  # running in some other worker (they stay in the queue till done)
+        await arq.set(in_progress_key_prefix + job_id, b"1")
+    try:
+        await worker.start_jobs([job_id.encode() for job_id in ids])
+        assert sorted(worker.tasks) == ids[2:5]  # three free slots: the first three not running
+        assert 0 < await arq.pttl(in_progress_key_prefix + ids[2]) <= 10_000  # the lease
+        release.set()
+        await asyncio.gather(*worker.tasks.values())
+        assert sorted(ran) == ids[2:5]
+        assert not await arq.exists(*(in_progress_key_prefix + j for j in ids[2:5]))
+    finally:
+        await arq.flushdb()
+        await worker.close()
