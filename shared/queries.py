@@ -101,20 +101,19 @@ class Move:
 
 # Each row of the batch names the columns it sets (`sets`); the others keep their values. $2
 # repeats the ids so the planner looks the orders up by key (it cannot see into the JSON).
+_BATCH_COLUMNS = ", ".join(f"{name} {kind}" for name, kind in _UPDATABLE.items())
+_SET_NAMED = ", ".join(
+    f"{name} = CASE WHEN '{name}' = ANY(i.sets) THEN i.{name} ELSE orders.{name} END"
+    for name in _UPDATABLE
+)
 _TRANSITIONS_SQL = f"""
     WITH i AS (
         SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
             n integer, id uuid, status text, allowed text[], attempt integer, data jsonb,
-            fence integer, untriggered_only boolean, sets text[],
-            {", ".join(f"{name} {kind}" for name, kind in _UPDATABLE.items())})
+            fence integer, untriggered_only boolean, sets text[], {_BATCH_COLUMNS})
     ), o AS (
         UPDATE orders SET status = i.status, last_seq = orders.last_seq + 1, updated_at = now(),
-            {
-    ", ".join(
-        f"{name} = CASE WHEN '{name}' = ANY(i.sets) THEN i.{name} ELSE orders.{name} END"
-        for name in _UPDATABLE
-    )
-}
+            {_SET_NAMED}
         FROM i
         WHERE orders.id = ANY($2::uuid[]) AND orders.id = i.id AND orders.status = ANY(i.allowed)
           AND (i.fence IS NULL OR orders.runs = i.fence)

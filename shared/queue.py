@@ -21,6 +21,7 @@ EXECUTE_ORDER = "execute_order"
 
 # KEYS: job, result, queue, active-orders set. ARGV: job id, score, ttl ms, job, event, channel.
 # Like arq's enqueue_job: a job id that is queued, running or has a result is not queued again.
+# The publish + SADD mirror `shared.events.publish_many` for a first (seq 1) event.
 _ENQUEUE = """
 if ARGV[5] ~= '' then
     redis.call('PUBLISH', ARGV[6], ARGV[5])

@@ -257,10 +257,11 @@ class Cluster:
             )
             result = result.decode() if isinstance(result, bytes) else result
             if result in ("ok", "duplicate"):
-                self.height = max(self.height, int(orjson.loads(detail)["slot"]) - 1)
+                landed = orjson.loads(detail)
+                self.height = max(self.height, int(landed["slot"]) - 1)
             if result == "ok":
                 self._last_written[swap.pool] = new_pool
-                self._remember_landing(signature, orjson.loads(detail))
+                self._remember_landing(signature, landed)
             if result == "expired":
                 raise BlockhashNotFound("Blockhash not found")
             if result in ("ok", "duplicate"):
