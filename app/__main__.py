@@ -4,6 +4,7 @@ import logging
 
 import uvicorn
 
+from app.wsserver import PreparedFrameProtocol
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
@@ -31,7 +32,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         loop="auto",
-        ws="websockets-sansio",
+        ws=PreparedFrameProtocol,
         # Event messages are small JSON; compressing each one costs more CPU than it saves.
         ws_per_message_deflate=False,
         proxy_headers=True,

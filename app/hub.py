@@ -1,46 +1,118 @@
 """Fans order events out to WebSockets: one Redis subscription per API process.
 
-Each socket gets a bounded queue; the hub never blocks on a slow reader. A reader whose queue
-overflows is told so (and resumes from PostgreSQL with `afterSeq`), and when the subscription
-itself was interrupted every reader is told to catch up from PostgreSQL, which holds every event.
+Each event is decoded and framed once, whatever the number of sockets following its order.
+A socket whose task is idle lends the hub a writer (see `app.wsserver`), and the hub writes the
+next event to it directly: no task switch and no per-socket encoding. Anything else goes
+through the socket's bounded queue to its task: a gap in seqs, a resync, or a socket whose
+send buffer is full. The hub never blocks on a slow reader; a reader whose queue overflows is
+told so (and resumes from PostgreSQL with `afterSeq`).
+
+Every event is in PostgreSQL before it is published, so whatever the live feed misses is read
+back from there: after the subscription was interrupted every socket is told to catch up, and
+every `check_s` the hub compares each socket with its order's latest seq in PostgreSQL, which
+repairs a publish that was lost (a worker that died between its commit and its publish).
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.wsserver import text_frame
 from shared import keys
+from shared.models import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
+
+# Writes a whole frame now (then closes, given a code and reason), or nothing and returns False.
+Write = Callable[[bytes, tuple[int, str] | None], bool]
+FINISHED_CLOSE = (1000, "order finished")
+_DB_AWAY = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+LastSeqs = Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """An event and its JSON text, encoded once for every socket that receives it."""
+    """An event, encoded once for every socket that receives it. `seq` 0: not an event."""
 
     event: dict[str, Any]
     text: str
+    frame: bytes
+    seq: int
+    terminal: bool
+
+    @classmethod
+    def of(cls, event: dict[str, Any], raw: bytes | None = None) -> "Delivery":
+        raw = orjson.dumps(event) if raw is None else raw
+        terminal = event["status"] in TERMINAL_STATUSES
+        return cls(event, raw.decode(), text_frame(raw), int(event["seq"]), terminal)
 
 
-RESYNC = Delivery({"resync": True}, "")
+RESYNC = Delivery({"resync": True}, "", b"", 0, False)  # read PostgreSQL for what was missed
+WAKE = Delivery({"wake": True}, "", b"", 0, False)  # the hub finished the socket's stream
 
 
 class Subscription:
+    """One socket's place in the hub. Whoever sends to the socket advances `last`."""
+
+    __slots__ = (
+        "_lagging", "_write", "closed", "finished", "last", "order_id", "overflowed", "queue"
+    )  # fmt: skip
+
     def __init__(self, order_id: str, maxsize: int) -> None:
         self.order_id = order_id
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.last = 0  # the seq of the last event sent on this socket
+        self.finished = False  # the terminal event was sent
+        self.closed = False  # ... and the hub closed the socket with it
+        self._write: Write | None = None
+        self._lagging = -1  # `last` when the hub's check first saw it behind PostgreSQL
 
-    def offer(self, event: Delivery) -> None:
+    def lend(self, write: Write) -> None:
+        """The socket's task waits with nothing queued: the hub may write in its place."""
+        self._write = write
+
+    def reclaim(self) -> None:
+        """The task sends again; the hub only queues."""
+        self._write = None
+
+    def deliver(self, d: Delivery) -> None:
+        write = self._write
+        if write is not None and d.seq:
+            if d.seq <= self.last:
+                return  # sent already (history and live overlap)
+            if d.seq == self.last + 1 and write(d.frame, FINISHED_CLOSE if d.terminal else None):
+                self.last = d.seq
+                if d.terminal:
+                    self.finished = self.closed = True
+                    self._write = None
+                    self._offer(WAKE)  # the task has nothing left to do but end
+                return
+        self._write = None  # a gap, a resync, or a full send buffer: the task takes over
+        self._offer(d)
+
+    def compare(self, stored: int) -> None:
+        """The hub's periodic check: `stored` is the order's latest seq in PostgreSQL."""
+        if self.finished or self.last >= stored:
+            self._lagging = -1
+        elif self._lagging == self.last:  # behind, and no progress for a whole check period
+            self._lagging = -1
+            self.deliver(RESYNC)
+        else:
+            self._lagging = self.last
+
+    def _offer(self, d: Delivery) -> None:
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait(d)
         except asyncio.QueueFull:
             self.overflowed = True
 
@@ -48,11 +120,15 @@ class Subscription:
 class EventHub:
     """Started and stopped by the app's lifespan."""
 
-    def __init__(self, redis: Redis, queue_size: int = 256) -> None:
+    def __init__(
+        self, redis: Redis, queue_size: int, last_seqs: LastSeqs, check_s: float = 5.0
+    ) -> None:
         self.redis = redis
         self.queue_size = queue_size
+        self._last_seqs = last_seqs
+        self._check_s = check_s
         self._subs: dict[str, set[Subscription]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
     @property
@@ -60,13 +136,16 @@ class EventHub:
         return sum(len(s) for s in self._subs.values())
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-hub")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="event-hub"),
+            asyncio.create_task(self._check_loop(), name="event-hub-check"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     @contextlib.contextmanager
     def subscribe(self, order_id: str) -> Iterator[Subscription]:
@@ -75,6 +154,7 @@ class EventHub:
         try:
             yield sub
         finally:
+            sub.reclaim()
             subs = self._subs.get(order_id)
             if subs is not None:
                 subs.discard(sub)
@@ -84,7 +164,7 @@ class EventHub:
     def _broadcast_resync(self) -> None:
         for subs in self._subs.values():
             for sub in subs:
-                sub.offer(RESYNC)
+                sub.deliver(RESYNC)
 
     async def _run(self) -> None:
         delay_s = 0.1
@@ -111,6 +191,24 @@ class EventHub:
         event = orjson.loads(data)
         subs = self._subs.get(event.get("orderId", ""))
         if subs:
-            delivery = Delivery(event, data.decode())
-            for sub in subs:
-                sub.offer(delivery)
+            delivery = Delivery.of(event, data)
+            for sub in subs:  # nothing here awaits, so the set cannot change under us
+                sub.deliver(delivery)
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_s)
+            try:
+                await self.check()
+            except _DB_AWAY as exc:  # the next round tries again
+                log.warning("event hub could not compare sockets with PostgreSQL: %r", exc)
+
+    async def check(self) -> None:
+        """Resync every socket that was behind its order's latest stored event at the last
+        check and has not moved since (so an event merely in flight is left to arrive)."""
+        if not self._subs:
+            return
+        latest = await self._last_seqs([uuid.UUID(order_id) for order_id in self._subs])
+        for order_id, seq in latest.items():
+            for sub in self._subs.get(str(order_id), ()):
+                sub.compare(seq)

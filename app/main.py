@@ -1,6 +1,7 @@
 """The FastAPI application factory and its lifespan (where every resource is created)."""
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -14,6 +15,7 @@ from app.errors import install_error_handlers
 from app.hub import EventHub
 from app.routes import orders, sim, system, ws
 from shared import db as database
+from shared import queries
 from shared.settings import Settings, get_settings
 from shared.sim.market import Market
 from shared.sim.wallet import load_keypair
@@ -55,7 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources.push_async_callback(listener.aclose)
             market = Market(redis, settings)
             await market.ensure_seeded()
-            hub = EventHub(listener, settings.ws_buffer_events)
+
+            async def last_seqs(order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+                async with pool.acquire() as conn:
+                    return await queries.last_seqs(conn, order_ids)
+
+            hub = EventHub(listener, settings.ws_buffer_events, last_seqs, settings.ws_check_s)
             await hub.start()
             resources.push_async_callback(hub.stop)
             signer = str(load_keypair(settings).pubkey())

@@ -231,6 +231,14 @@ async def get_order(conn: Conn, order_id: uuid.UUID) -> Row | None:
     return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
 
 
+async def last_seqs(conn: Conn, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The seq of each order's latest stored event (orders that do not exist are left out)."""
+    rows = await conn.fetch(
+        "SELECT id, last_seq FROM orders WHERE id = ANY($1::uuid[])", list(order_ids)
+    )
+    return {row["id"]: row["last_seq"] for row in rows}
+
+
 async def get_events(conn: Conn, order_id: uuid.UUID, after_seq: int = 0) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT seq, status, attempt, at, data FROM order_events"

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # socket is closed with 4408 (reconnect with afterSeq).
     ws_buffer_events: int = Field(256, ge=1)
     ws_send_timeout_s: float = Field(10.0, gt=0)
+    # How often the API compares its sockets with PostgreSQL, for an event whose publish was lost.
+    ws_check_s: float = Field(5.0, gt=0)
 
     sim_latency_scale: float = Field(1.0, ge=0)
     sim_seed: int | None = None

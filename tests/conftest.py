@@ -23,6 +23,7 @@ import uvicorn
 from redis.asyncio import Redis
 
 from app.main import create_app
+from app.wsserver import PreparedFrameProtocol
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
 from shared.settings import Settings
@@ -189,7 +190,7 @@ async def make_stack(
     """Start the API (and by default one worker) with settings overrides; stopped at teardown."""
     started: list[tuple[Stack, uvicorn.Server, asyncio.Task[None]]] = []
 
-    async def start(workers: int = 1, **overrides: Any) -> Stack:
+    async def start(workers: int = 1, prepared_frames: bool = True, **overrides: Any) -> Stack:
         settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
         await Market(redis, settings).ensure_seeded()
         port = free_port()
@@ -198,7 +199,8 @@ async def make_stack(
             host="127.0.0.1",
             port=port,
             log_config=None,
-            ws="websockets-sansio",
+            # Without prepared frames every event goes through ASGI's send, as on other servers.
+            ws=PreparedFrameProtocol if prepared_frames else "websockets-sansio",
             lifespan="on",
         )
         server = uvicorn.Server(config)

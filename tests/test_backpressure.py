@@ -259,3 +259,24 @@ async def test_reader_that_never_reads_again_is_let_go(
                 await asyncio.sleep(0.1)  # sleep-ok: polling a condition with a deadline
         finally:
             ws.transport.abort()  # no closing handshake: this client is gone
+
+
+async def test_an_event_whose_publish_was_lost_still_reaches_the_socket(
+    make_stack: StackFactory, db: asyncpg.Connection
+) -> None:
+    """A worker that commits and dies before it publishes: the events are only in PostgreSQL.
+    The API's periodic comparison with PostgreSQL finds the socket behind and sends them."""
+    stack = await make_stack(workers=0, ws_check_s=0.2)
+    accepted = await stack.submit(_order("7"))
+    order_id = accepted["orderId"]
+    async with websockets.connect(accepted["wsUrl"]) as ws:
+        async with asyncio.timeout(TIMEOUT_S):
+            assert orjson.loads(await ws.recv())["seq"] == 1
+        lost = [
+            {"status": "routing", "attempt": 1},
+            {"status": "failed", "attempt": 1, "error": "lost", "code": "INTERNAL"},
+        ]
+        await _store_events(db, order_id, 2, lost)  # stored, never published
+        rest = await _receive_all(ws)
+    assert [(e["seq"], e["status"]) for e in rest] == [(2, "routing"), (3, "failed")]
+    assert ws.close_code == 1000

@@ -293,8 +293,13 @@ async def test_order_sent_as_a_binary_frame_is_answered(make_stack: StackFactory
 # fan-out
 
 
-async def test_many_subscribers_receive_identical_events(make_stack: StackFactory) -> None:
-    stack = await make_stack(workers=0)
+@pytest.mark.parametrize("prepared_frames", [True, False], ids=["prepared-frames", "asgi-send"])
+async def test_many_subscribers_receive_identical_events(
+    make_stack: StackFactory, prepared_frames: bool
+) -> None:
+    """With the server's prepared-frame writer the hub writes to idle sockets itself; without
+    it (any other ASGI server) every event goes through the socket's task. Same result."""
+    stack = await make_stack(workers=0, prepared_frames=prepared_frames)
     accepted = await stack.submit(ONE_SOL)
     sockets = [await websockets.connect(accepted["wsUrl"]) for _ in range(20)]
     try:

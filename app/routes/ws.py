@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from typing import cast
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -16,8 +17,9 @@ from starlette.websockets import WebSocketState
 
 from app import service
 from app.deps import Resources, get_resources, ws_base
-from app.hub import Delivery, Subscription
+from app.hub import FINISHED_CLOSE, Delivery, Subscription, Write
 from app.routes.orders import MAX_BODY_BYTES, client_key, parse_json
+from app.wsserver import PREPARED_FRAMES
 from shared import queries
 from shared.errors import EngineError, PayloadTooLarge
 from shared.models import TERMINAL_STATUSES, validate_order
@@ -25,12 +27,10 @@ from shared.models import TERMINAL_STATUSES, validate_order
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_ORDER = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408  # the reader fell too far behind; reconnect with afterSeq
-IDLE_CHECK_S = 5.0
 SUBMIT_TIMEOUT_S = 30.0
 CLOSE_GRACE_S = 5.0
 
@@ -139,53 +139,57 @@ class ReaderTooSlow(Exception):
 async def _stream(
     ws: WebSocket, res: Resources, sub: Subscription, order_id: uuid.UUID, after_seq: int
 ) -> None:
-    timeout_s = res.settings.ws_send_timeout_s
-    last = after_seq
+    write = _prepared_writer(ws)
+    sub.last = after_seq
     try:
-        last = await _catch_up(ws, res, order_id, last)
-        if last == after_seq:  # no history after afterSeq: unknown order, or nothing new yet
+        await _catch_up(ws, res, sub, order_id)
+        if sub.last == after_seq and not sub.finished:  # no history after afterSeq
             async with res.db.acquire() as conn:
                 row = await queries.get_order(conn, order_id)
             if row is None:
                 await _not_found(ws, str(order_id))
                 return
-            if row["status"] in TERMINAL_STATUSES and row["last_seq"] <= last:
-                last = -1  # resumed after the terminal event: nothing more will come
+            if row["status"] in TERMINAL_STATUSES and row["last_seq"] <= sub.last:
+                sub.finished = True  # resumed after the terminal event: nothing more will come
             else:
-                last = min(last, row["last_seq"])  # an afterSeq past the end: go live from it
-        while last >= 0:
-            try:
-                async with asyncio.timeout(IDLE_CHECK_S):
-                    delivery = await sub.queue.get()
-            except TimeoutError:
-                last = await _catch_up(ws, res, order_id, last)  # in case a publish was missed
-                continue
+                sub.last = min(sub.last, row["last_seq"])  # an afterSeq past the end: go live
+        while not sub.finished:
+            if write is not None and sub.queue.empty():
+                sub.lend(write)  # the hub writes the next events itself while we wait
+            delivery = await sub.queue.get()
+            sub.reclaim()
+            if sub.finished:
+                break
             if sub.overflowed:
                 raise ReaderTooSlow
-            event = delivery.event
-            if event.get("resync") or event["seq"] > last + 1:
-                last = await _catch_up(ws, res, order_id, last)
-            elif event["seq"] == last + 1:
-                last = await _send(ws, delivery, timeout_s)
+            if not delivery.seq or delivery.seq > sub.last + 1:  # a resync, or a gap
+                await _catch_up(ws, res, sub, order_id)
+            elif delivery.seq == sub.last + 1:
+                await _send(ws, sub, delivery, res.settings.ws_send_timeout_s)
     except ReaderTooSlow:
-        raise ReaderTooSlow(max(last, 0)) from None
-    await ws.close(CLOSE_NORMAL, "order finished")
+        raise ReaderTooSlow(max(sub.last, 0)) from None
+    if not sub.closed:
+        await ws.close(*FINISHED_CLOSE)
 
 
-async def _catch_up(ws: WebSocket, res: Resources, order_id: uuid.UUID, last: int) -> int:
-    """Send every stored event after `last`; returns the new last seq, or -1 once terminal."""
+def _prepared_writer(ws: WebSocket) -> Write | None:
+    """The server's prepared-frame writer (`app.wsserver`), if it has one."""
+    extension = ws.scope.get("extensions", {}).get(PREPARED_FRAMES)
+    return None if extension is None else cast(Write, extension["write"])
+
+
+async def _catch_up(ws: WebSocket, res: Resources, sub: Subscription, order_id: uuid.UUID) -> None:
+    """Send every stored event after `sub.last`, up to the terminal one."""
     async with res.db.acquire() as conn:
-        history = await queries.get_events(conn, order_id, last)
+        history = await queries.get_events(conn, order_id, sub.last)
     for event in history:
-        delivery = Delivery(event, orjson.dumps(event).decode())
-        last = await _send(ws, delivery, res.settings.ws_send_timeout_s)
-        if last < 0:
+        await _send(ws, sub, Delivery.of(event), res.settings.ws_send_timeout_s)
+        if sub.finished:
             break
-    return last
 
 
-async def _send(ws: WebSocket, delivery: Delivery, timeout_s: float) -> int:
-    """Send one event; returns its seq, or -1 if it was terminal."""
+async def _send(ws: WebSocket, sub: Subscription, delivery: Delivery, timeout_s: float) -> None:
+    """Send one event through ASGI and advance `sub`."""
     if ws.client_state != WebSocketState.CONNECTED:
         raise WebSocketDisconnect(CLOSE_GOING_AWAY)
     try:
@@ -193,5 +197,5 @@ async def _send(ws: WebSocket, delivery: Delivery, timeout_s: float) -> int:
             await ws.send_text(delivery.text)
     except TimeoutError:
         raise ReaderTooSlow from None
-    event = delivery.event
-    return -1 if event["status"] in TERMINAL_STATUSES else int(event["seq"])
+    sub.last = delivery.seq
+    sub.finished = delivery.terminal

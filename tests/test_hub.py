@@ -1,0 +1,120 @@
+"""The hub's hand-off between itself and a socket's task, and the frames it writes.
+
+These are the rules that keep a socket's stream gap-free and duplicate-free while two writers
+(the hub, for an idle socket, and the socket's own task) take turns; the end-to-end behaviour
+is in test_ws.py and test_backpressure.py.
+"""
+
+from typing import Any
+
+import pytest
+from websockets.frames import Frame, Opcode
+
+from app.hub import FINISHED_CLOSE, RESYNC, WAKE, Delivery, Subscription
+from app.wsserver import text_frame
+
+
+def event(seq: int, status: str = "routing") -> Delivery:
+    return Delivery.of({"orderId": "o", "seq": seq, "status": status, "attempt": 1})
+
+
+class Socket:
+    """A prepared-frame writer that can be told to refuse (its send buffer is full)."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.full = False
+        self.close: tuple[int, str] | None = None
+
+    def write(self, frame: bytes, close: tuple[int, str] | None) -> bool:
+        if self.full or self.close:
+            return False
+        self.frames.append(frame)
+        self.close = close
+        return True
+
+
+def queued(sub: Subscription) -> list[Delivery]:
+    out = []
+    while not sub.queue.empty():
+        out.append(sub.queue.get_nowait())
+    return out
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 100_000])
+def test_text_frame_is_what_websockets_would_write(size: int) -> None:
+    payload = b"x" * size
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_frame(payload) == expected
+
+
+def test_an_idle_socket_gets_each_next_event_from_the_hub() -> None:
+    sub, sock = Subscription("o", 8), Socket()
+    sub.last = 1
+    sub.lend(sock.write)
+    for seq in (2, 3, 3, 2):  # the repeats are history and live overlapping
+        sub.deliver(event(seq))
+    assert sock.frames == [event(2).frame, event(3).frame]
+    assert sub.last == 3 and queued(sub) == []
+
+
+def test_the_terminal_event_is_written_with_the_close_then_the_task_is_woken() -> None:
+    sub, sock = Subscription("o", 8), Socket()
+    sub.last = 4
+    sub.lend(sock.write)
+    sub.deliver(event(5, "confirmed"))
+    assert sock.frames == [event(5, "confirmed").frame] and sock.close == FINISHED_CLOSE
+    assert sub.finished and sub.closed and queued(sub) == [WAKE]
+    sub.deliver(event(6))  # nothing after the end, and the hub has let go
+    assert len(sock.frames) == 1
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["gap", "full-buffer", "resync"],
+)
+def test_anything_but_the_next_event_goes_to_the_task_and_the_hub_lets_go(
+    case: str,
+) -> None:
+    sub, sock = Subscription("o", 8), Socket()
+    sub.last = 1
+    sub.lend(sock.write)
+    first: Any = {"gap": event(3), "full-buffer": event(2), "resync": RESYNC}[case]
+    sock.full = case == "full-buffer"
+    sub.deliver(first)
+    sock.full = False
+    sub.deliver(event(2))  # even a deliverable event now waits its turn behind the first
+    assert sock.frames == []
+    assert queued(sub) == [first, event(2)]
+    assert sub.last == 1
+
+
+def test_a_reclaimed_socket_is_not_written_by_the_hub() -> None:
+    sub, sock = Subscription("o", 8), Socket()
+    sub.lend(sock.write)
+    sub.reclaim()
+    sub.deliver(event(1))
+    assert sock.frames == [] and queued(sub) == [event(1)]
+
+
+def test_a_full_queue_marks_the_reader_too_slow() -> None:
+    sub = Subscription("o", 2)
+    for seq in (1, 2, 3):
+        sub.deliver(event(seq))
+    assert sub.overflowed
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_check_resyncs_only_a_socket_behind_for_a_whole_period(progress: bool) -> None:
+    sub, sock = Subscription("o", 8), Socket()
+    sub.last = 2
+    sub.lend(sock.write)
+    sub.compare(3)  # behind: perhaps seq 3 is merely in flight
+    assert queued(sub) == []
+    if progress:
+        sub.deliver(event(3))
+        sub.compare(4)  # behind again, but it moved: still in flight
+        assert queued(sub) == []
+    else:
+        sub.compare(3)  # behind and still: the publish was lost
+        assert queued(sub) == [RESYNC]
