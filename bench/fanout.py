@@ -23,6 +23,7 @@ from bench.stack import HOST, CpuMeter, Engine, Servers, rss_mb
 from bench.stats import summary
 
 CONNECT_PROCS = 2
+TARGET_SUBSCRIBERS = 5000
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Config:
     orders: int = 100
     idle_s: float = 6.0  # longer than the sockets' 5 s idle check, so its cost shows
     connect_concurrency: int = 100
+    target_runs: int = 3  # levels at the target (≥ 5,000) run this often; the median p99 counts
 
 
 async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None) -> dict[str, Any]:
@@ -48,7 +50,10 @@ async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None)
         for subscribers in cfg.levels:
             if profiling is not None and subscribers == max(cfg.levels):
                 recorder = profiling.recorder("api-fanout", engine.api.pid)
-            levels.append(await _level(engine, cfg, subscribers, recorder))
+            runs = cfg.target_runs if subscribers >= TARGET_SUBSCRIBERS and not recorder else 1
+            levels.append(_median_run([
+                await _level(engine, cfg, subscribers, recorder) for _ in range(runs)
+            ]))  # fmt: skip
     finally:
         engine.stop()
     profile = None
@@ -150,6 +155,12 @@ async def _level(
         f"{m['gaps']} gaps, {m['bad_close']} abnormal closes"
     )
     return out
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median delivery p99, noting every run's p99."""
+    ranked = sorted(runs, key=lambda r: float(r["delivery_ms"]["p99"] or 0))
+    return ranked[len(ranked) // 2] | {"p99_runs": [r["delivery_ms"]["p99"] for r in runs]}
 
 
 async def _held(engine: Engine, subscribers: int, timeout_s: float = 30) -> int:

@@ -26,9 +26,8 @@ from typing import Any
 
 import orjson
 import uvloop
-from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
 
+from bench import wsclient
 from bench.http import Connection
 
 ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "0.01"}
@@ -79,28 +78,30 @@ class Samples:
 async def follow_socket(url: str, s: Samples, after_connect: asyncio.Event | None = None) -> str:
     """Read one order's events until the server closes; returns the last status seen."""
     last_seq, status = 0, ""
+
+    def on_message(raw: bytes, now: float) -> None:
+        nonlocal last_seq, status
+        event = orjson.loads(raw)
+        if "seq" not in event:
+            return
+        s.events += 1
+        at = _at_epoch(event["at"])
+        if at >= client.opened_at:
+            s.delivery_ms.append((now - at) * 1000)
+        else:
+            s.replayed += 1
+        if event["seq"] != last_seq + 1:
+            s.gaps += 1
+        last_seq, status = event["seq"], event["status"]
+
     started = time.time()
-    async with connect(url, proxy=None, open_timeout=60, max_queue=None) as ws:
-        opened = time.time()
-        s.connect_ms.append((opened - started) * 1000)
-        if after_connect is not None:
-            after_connect.set()
-        async for raw in ws:
-            now = time.time()
-            event = orjson.loads(raw)
-            if "seq" not in event:
-                continue
-            s.events += 1
-            at = _at_epoch(event["at"])
-            if at >= opened:
-                s.delivery_ms.append((now - at) * 1000)
-            else:
-                s.replayed += 1
-            if event["seq"] != last_seq + 1:
-                s.gaps += 1
-            last_seq, status = event["seq"], event["status"]
-        if ws.close_code != 1000:
-            s.bad_close += 1
+    client = wsclient.for_url(url, on_message)
+    await client.open(timeout_s=60)
+    s.connect_ms.append((client.opened_at - started) * 1000)
+    if after_connect is not None:
+        after_connect.set()
+    if await client.closed != 1000:
+        s.bad_close += 1
     return status
 
 
@@ -125,7 +126,7 @@ async def one_order(conn: Connection, s: Samples) -> None:
         return
     try:
         status = await follow_socket(accepted["wsUrl"], s)
-    except (OSError, WebSocketException, TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:
         s.error(f"ws-{type(exc).__name__}")
         return
     now = time.time()
@@ -250,7 +251,7 @@ async def run_fanout(cfg: dict[str, Any], s: Samples) -> None:
             s.statuses[status] = s.statuses.get(status, 0) + 1
             s.done += 1
             s.last_done = time.time()
-        except (OSError, WebSocketException, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             s.error(f"ws-{type(exc).__name__}")
         finally:
             if not opened.is_set():

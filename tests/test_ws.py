@@ -379,3 +379,21 @@ async def test_resume_with_after_seq_past_the_end_still_streams_to_the_finish(
         statuses = [orjson.loads(m)["status"] async for m in ws]
     assert ws.close_code == 1000
     assert statuses == ["routing", "building", "submitted", "confirmed"]
+
+
+async def test_the_benchmarks_lean_client_reads_exactly_what_the_server_sends(
+    stack: Stack,
+) -> None:
+    """The fan-out and end-to-end figures are measured with `bench.wsclient`, not `websockets`:
+    it must see every frame (events are longer than 125 bytes: extended lengths) and the close."""
+    from bench import wsclient
+
+    accepted = await stack.submit(ONE_SOL)
+    got: list[dict[str, Any]] = []
+    client = wsclient.for_url(accepted["wsUrl"], lambda raw, _at: got.append(orjson.loads(raw)))
+    await client.open(timeout_s=TIMEOUT_S)
+    async with asyncio.timeout(TIMEOUT_S):
+        assert await client.closed == 1000
+    assert client.close_reason == "order finished"
+    order = (await stack.http.get(f"/api/orders/{accepted['orderId']}")).json()
+    assert got == order["events"] and got[-1]["status"] == "confirmed"
