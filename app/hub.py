@@ -64,40 +64,49 @@ class Subscription:
     """One socket's place in the hub. Whoever sends to the socket advances `last`."""
 
     __slots__ = (
-        "_lagging", "_write", "closed", "finished", "last", "order_id", "overflowed", "queue"
+        "_lagging", "_lent", "closed", "finished", "last", "order_id", "overflowed", "queue",
+        "writer",
     )  # fmt: skip
 
-    def __init__(self, order_id: str, maxsize: int) -> None:
+    def __init__(self, order_id: str, maxsize: int, writer: Write | None = None) -> None:
         self.order_id = order_id
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.writer = writer  # the server's prepared-frame writer for this socket, if any
         self.last = 0  # the seq of the last event sent on this socket
         self.finished = False  # the terminal event was sent
-        self.closed = False  # ... and the hub closed the socket with it
-        self._write: Write | None = None
+        self.closed = False  # ... and the close frame with it
+        self._lent = False  # the hub may write in the task's place
         self._lagging = -1  # `last` when the hub's check first saw it behind PostgreSQL
 
-    def lend(self, write: Write) -> None:
+    def lend(self) -> None:
         """The socket's task waits with nothing queued: the hub may write in its place."""
-        self._write = write
+        self._lent = self.writer is not None
 
     def reclaim(self) -> None:
         """The task sends again; the hub only queues."""
-        self._write = None
+        self._lent = False
+
+    def write_now(self, d: Delivery) -> bool:
+        """Write `d` (closing the socket after a terminal event) if the socket takes it at once,
+        and advance; False, writing nothing, when there is no writer or the socket is busy."""
+        close = FINISHED_CLOSE if d.terminal else None
+        if self.writer is None or not self.writer(d.frame, close):
+            return False
+        self.last = d.seq
+        self.finished = self.closed = d.terminal
+        return True
 
     def deliver(self, d: Delivery) -> None:
-        write = self._write
-        if write is not None and d.seq:
+        if self._lent and d.seq:
             if d.seq <= self.last:
                 return  # sent already (history and live overlap)
-            if d.seq == self.last + 1 and write(d.frame, FINISHED_CLOSE if d.terminal else None):
-                self.last = d.seq
+            if d.seq == self.last + 1 and self.write_now(d):
                 if d.terminal:
-                    self.finished = self.closed = True
-                    self._write = None
+                    self._lent = False
                     self._offer(WAKE)  # the task has nothing left to do but end
                 return
-        self._write = None  # a gap, a resync, or a full send buffer: the task takes over
+        self._lent = False  # a gap, a resync, or a full send buffer: the task takes over
         self._offer(d)
 
     def compare(self, stored: int) -> None:
@@ -148,8 +157,8 @@ class EventHub:
                 await task
 
     @contextlib.contextmanager
-    def subscribe(self, order_id: str) -> Iterator[Subscription]:
-        sub = Subscription(order_id, self.queue_size)
+    def subscribe(self, order_id: str, writer: Write | None = None) -> Iterator[Subscription]:
+        sub = Subscription(order_id, self.queue_size, writer)
         self._subs.setdefault(order_id, set()).add(sub)
         try:
             yield sub

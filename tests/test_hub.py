@@ -49,9 +49,10 @@ def test_text_frame_is_what_websockets_would_write(size: int) -> None:
 
 
 def test_an_idle_socket_gets_each_next_event_from_the_hub() -> None:
-    sub, sock = Subscription("o", 8), Socket()
+    sock = Socket()
+    sub = Subscription("o", 8, sock.write)
     sub.last = 1
-    sub.lend(sock.write)
+    sub.lend()
     for seq in (2, 3, 3, 2):  # the repeats are history and live overlapping
         sub.deliver(event(seq))
     assert sock.frames == [event(2).frame, event(3).frame]
@@ -59,9 +60,10 @@ def test_an_idle_socket_gets_each_next_event_from_the_hub() -> None:
 
 
 def test_the_terminal_event_is_written_with_the_close_then_the_task_is_woken() -> None:
-    sub, sock = Subscription("o", 8), Socket()
+    sock = Socket()
+    sub = Subscription("o", 8, sock.write)
     sub.last = 4
-    sub.lend(sock.write)
+    sub.lend()
     sub.deliver(event(5, "confirmed"))
     assert sock.frames == [event(5, "confirmed").frame] and sock.close == FINISHED_CLOSE
     assert sub.finished and sub.closed and queued(sub) == [WAKE]
@@ -76,9 +78,10 @@ def test_the_terminal_event_is_written_with_the_close_then_the_task_is_woken() -
 def test_anything_but_the_next_event_goes_to_the_task_and_the_hub_lets_go(
     case: str,
 ) -> None:
-    sub, sock = Subscription("o", 8), Socket()
+    sock = Socket()
+    sub = Subscription("o", 8, sock.write)
     sub.last = 1
-    sub.lend(sock.write)
+    sub.lend()
     first: Any = {"gap": event(3), "full-buffer": event(2), "resync": RESYNC}[case]
     sock.full = case == "full-buffer"
     sub.deliver(first)
@@ -90,8 +93,9 @@ def test_anything_but_the_next_event_goes_to_the_task_and_the_hub_lets_go(
 
 
 def test_a_reclaimed_socket_is_not_written_by_the_hub() -> None:
-    sub, sock = Subscription("o", 8), Socket()
-    sub.lend(sock.write)
+    sock = Socket()
+    sub = Subscription("o", 8, sock.write)
+    sub.lend()
     sub.reclaim()
     sub.deliver(event(1))
     assert sock.frames == [] and queued(sub) == [event(1)]
@@ -106,9 +110,10 @@ def test_a_full_queue_marks_the_reader_too_slow() -> None:
 
 @pytest.mark.parametrize("progress", [False, True])
 def test_the_check_resyncs_only_a_socket_behind_for_a_whole_period(progress: bool) -> None:
-    sub, sock = Subscription("o", 8), Socket()
+    sock = Socket()
+    sub = Subscription("o", 8, sock.write)
     sub.last = 2
-    sub.lend(sock.write)
+    sub.lend()
     sub.compare(3)  # behind: perhaps seq 3 is merely in flight
     assert queued(sub) == []
     if progress:

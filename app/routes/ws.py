@@ -99,7 +99,7 @@ async def _first_message(ws: WebSocket) -> bytes:
 
 async def _follow(ws: WebSocket, res: Resources, order_id: uuid.UUID, after_seq: int) -> None:
     too_slow: ReaderTooSlow | None = None
-    with res.hub.subscribe(str(order_id)) as sub:
+    with res.hub.subscribe(str(order_id), _prepared_writer(ws)) as sub:
         streamer = asyncio.create_task(_stream(ws, res, sub, order_id, after_seq))
         reader = asyncio.create_task(_drain_client(ws))
         done, pending = await asyncio.wait({streamer, reader}, return_when=asyncio.FIRST_COMPLETED)
@@ -139,7 +139,6 @@ class ReaderTooSlow(Exception):
 async def _stream(
     ws: WebSocket, res: Resources, sub: Subscription, order_id: uuid.UUID, after_seq: int
 ) -> None:
-    write = _prepared_writer(ws)
     sub.last = after_seq
     try:
         await _catch_up(ws, res, sub, order_id)
@@ -154,8 +153,8 @@ async def _stream(
             else:
                 sub.last = min(sub.last, row["last_seq"])  # an afterSeq past the end: go live
         while not sub.finished:
-            if write is not None and sub.queue.empty():
-                sub.lend(write)  # the hub writes the next events itself while we wait
+            if sub.queue.empty():
+                sub.lend()  # with a prepared-frame writer, the hub writes while we wait
             delivery = await sub.queue.get()
             sub.reclaim()
             if sub.finished:
@@ -189,7 +188,10 @@ async def _catch_up(ws: WebSocket, res: Resources, sub: Subscription, order_id: 
 
 
 async def _send(ws: WebSocket, sub: Subscription, delivery: Delivery, timeout_s: float) -> None:
-    """Send one event through ASGI and advance `sub`."""
+    """Send one event (straight to the socket when it takes it at once, else through ASGI,
+    waiting for its buffer at most `timeout_s`) and advance `sub`."""
+    if sub.write_now(delivery):
+        return
     if ws.client_state != WebSocketState.CONNECTED:
         raise WebSocketDisconnect(CLOSE_GOING_AWAY)
     try:
