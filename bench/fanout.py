@@ -30,7 +30,7 @@ TARGET_SUBSCRIBERS = 5000
 class Config:
     levels: tuple[int, ...] = (500, 2000, 5000)
     orders: int = 100
-    idle_s: float = 6.0  # longer than the sockets' 5 s idle check, so its cost shows
+    idle_s: float = 6.0  # longer than the hub's 5 s check (WS_CHECK_S), so its cost shows
     connect_concurrency: int = 100
     target_runs: int = 3  # levels at the target (≥ 5,000) run this often; the median p99 counts
 
