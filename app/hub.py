@@ -197,12 +197,17 @@ class EventHub:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, data: bytes) -> None:
-        event = orjson.loads(data)
-        subs = self._subs.get(event.get("orderId", ""))
-        if subs:
+        try:
+            event = orjson.loads(data)
+            subs = self._subs.get(event.get("orderId", ""))
+            if not subs:
+                return
             delivery = Delivery.of(event, data)
-            for sub in subs:  # nothing here awaits, so the set cannot change under us
-                sub.deliver(delivery)
+        except (ValueError, KeyError, TypeError, AttributeError):  # not an event: never ours
+            log.warning("event hub skipped a malformed message: %.200r", data)
+            return
+        for sub in subs:  # nothing here awaits, so the set cannot change under us
+            sub.deliver(delivery)
 
     async def _check_loop(self) -> None:
         while True:

@@ -280,3 +280,21 @@ async def test_an_event_whose_publish_was_lost_still_reaches_the_socket(
         rest = await _receive_all(ws)
     assert [(e["seq"], e["status"]) for e in rest] == [(2, "routing"), (3, "failed")]
     assert ws.close_code == 1000
+
+
+async def test_a_malformed_message_on_the_events_channel_does_not_stop_the_hub(
+    make_stack: StackFactory, redis: Redis
+) -> None:
+    """Anything can be published to a Redis channel; the one subscription every socket of the
+    API depends on must skip what is not an event, even one naming a followed order."""
+    stack = await make_stack(workers=0, ws_check_s=3600)  # live delivery only, no repair
+    accepted = await stack.submit(_order("8"))
+    async with websockets.connect(accepted["wsUrl"]) as ws:
+        async with asyncio.timeout(TIMEOUT_S):
+            assert orjson.loads(await ws.recv())["seq"] == 1
+        for junk in (b"not json", b"[1, 2]", orjson.dumps({"orderId": accepted["orderId"]})):
+            await redis.publish("oee:events", junk)
+        await stack.start_worker()
+        rest = await _receive_all(ws)
+    assert [e["status"] for e in rest] == ["routing", "building", "submitted", "confirmed"]
+    assert ws.close_code == 1000
