@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -137,44 +138,68 @@ async def one_order(conn: Connection, s: Samples) -> None:
     s.last_done = now
 
 
-async def run_follow(cfg: dict[str, Any], s: Samples) -> None:
-    host, port, total = cfg["host"], cfg["port"], cfg["orders"]
-    s.first_send = time.time()
-    if cfg.get("rate_per_s"):
-        interval = 1 / cfg["rate_per_s"]
-        idle: list[Connection] = []
-        tasks = set()
+# One request-and-whatever on a connection; the float is when an open loop scheduled it.
+Job = Callable[[Connection, float | None], Awaitable[None]]
 
-        async def scheduled() -> None:
-            conn = idle.pop() if idle else Connection(host, port)
-            try:
-                await one_order(conn, s)
-            finally:
-                idle.append(conn)
 
-        start = time.perf_counter()
-        for i in range(total):
-            delay = start + i * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(scheduled())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-        return
+async def open_loop(host: str, port: int, total: int, rate_per_s: float, job: Job) -> None:
+    """Start `total` jobs at `rate_per_s` whatever pace the answers come at, each on an idle
+    kept-alive connection (a new one when none is idle)."""
+    idle: list[Connection] = []
+    tasks = set()
+
+    async def scheduled(at: float) -> None:
+        conn = idle.pop() if idle else Connection(host, port)
+        try:
+            await job(conn, at)
+        finally:
+            idle.append(conn)
+
+    start = time.perf_counter()
+    for i in range(total):
+        at = start + i / rate_per_s
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(scheduled(at))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        conn.close()
+
+
+async def closed_loop(
+    host: str, port: int, clients: int, total: int, job: Job, stop_at: float = float("inf")
+) -> None:
+    """`clients` connections, each running one job after another until `total` have started
+    (or `stop_at`, a time.monotonic(), has passed)."""
     remaining = total
-    # With a duration, clients stop starting orders once it is over (and finish their own).
-    stop_at = time.monotonic() + cfg["duration_s"] if cfg.get("duration_s") else float("inf")
 
     async def client() -> None:
         nonlocal remaining
         conn = Connection(host, port)
         while remaining > 0 and time.monotonic() < stop_at:
             remaining -= 1
-            await one_order(conn, s)
+            await job(conn, None)
         conn.close()
 
-    await asyncio.gather(*(client() for _ in range(cfg["clients"])))
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+async def run_follow(cfg: dict[str, Any], s: Samples) -> None:
+    host, port, total = cfg["host"], cfg["port"], cfg["orders"]
+    s.first_send = time.time()
+
+    async def order(conn: Connection, _scheduled: float | None) -> None:
+        await one_order(conn, s)
+
+    if cfg.get("rate_per_s"):
+        await open_loop(host, port, total, cfg["rate_per_s"], order)
+        return
+    # With a duration, clients stop starting orders once it is over (and finish their own).
+    stop_at = time.monotonic() + cfg["duration_s"] if cfg.get("duration_s") else float("inf")
+    await closed_loop(host, port, cfg["clients"], total, order, stop_at)
 
 
 async def run_post(cfg: dict[str, Any], s: Samples) -> None:
@@ -188,42 +213,10 @@ async def run_post(cfg: dict[str, Any], s: Samples) -> None:
             if scheduled is not None:
                 s.sched_ms.append((time.perf_counter() - scheduled) * 1000)
 
-    rate = cfg.get("rate_per_s") or 0
-    if not rate:
-        remaining = total
-
-        async def client() -> None:
-            nonlocal remaining
-            conn = Connection(host, port)
-            while remaining > 0:
-                remaining -= 1
-                await post(conn, None)
-            conn.close()
-
-        await asyncio.gather(*(client() for _ in range(cfg["clients"])))
-        return
-    idle: list[Connection] = []
-    tasks = set()
-
-    async def scheduled(at: float) -> None:
-        conn = idle.pop() if idle else Connection(host, port)
-        try:
-            await post(conn, at)
-        finally:
-            idle.append(conn)
-
-    start = time.perf_counter()
-    for i in range(total):
-        at = start + i / rate
-        delay = at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(scheduled(at))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
-    for conn in idle:
-        conn.close()
+    if cfg.get("rate_per_s"):
+        await open_loop(host, port, total, cfg["rate_per_s"], post)
+    else:
+        await closed_loop(host, port, cfg["clients"], total, post)
 
 
 async def run_fanout(cfg: dict[str, Any], s: Samples) -> None:
