@@ -19,6 +19,18 @@ async def follow(ws_url: str, timeout_s: float = 30) -> list[dict[str, Any]]:
     return events
 
 
+async def until_closed(ws: websockets.ClientConnection, timeout_s: float) -> list[Any]:
+    """Every message (decoded) the socket receives until it is closed, within `timeout_s`."""
+    messages: list[Any] = []
+    async with asyncio.timeout(timeout_s):
+        try:
+            while True:
+                messages.append(orjson.loads(await ws.recv()))
+        except websockets.ConnectionClosed:
+            pass
+    return messages
+
+
 async def wait_terminal(http: Any, order_id: str, timeout_s: float = 30) -> dict[str, Any]:
     """The order once it is terminal, followed over its WebSocket (no polling)."""
     ws_base = str(http.base_url).replace("http://", "ws://").rstrip("/")

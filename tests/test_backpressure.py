@@ -16,10 +16,9 @@ import httpx
 import orjson
 import websockets
 from redis.asyncio import Redis
-from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import StackFactory
-from tests.helpers import follow, wait_terminal
+from tests.helpers import follow, until_closed, wait_terminal
 
 TIMEOUT_S = 15
 SEND_TIMEOUT_S = 0.5
@@ -126,17 +125,6 @@ async def _store_events(
     )
 
 
-async def _receive_all(ws: websockets.ClientConnection) -> list[dict[str, Any]]:
-    received: list[dict[str, Any]] = []
-    async with asyncio.timeout(TIMEOUT_S):
-        try:
-            while True:
-                received.append(orjson.loads(await ws.recv()))
-        except ConnectionClosed:
-            pass
-    return received
-
-
 def _small_buffer_socket(ws_url: str) -> socket.socket:
     """A connected TCP socket with a small, fixed receive buffer, so that a client that stops
     reading backs up into the server within a few MB (autotuning would allow up to 32 MB)."""
@@ -179,7 +167,7 @@ async def test_slow_reader_is_closed_4408_and_resumes_exactly(
         # Not waiting for an outcome: this is the fault itself, a reader stalled for longer
         # than the server's send timeout.
         await asyncio.sleep(SEND_TIMEOUT_S * 4)  # sleep-ok: the injected stall
-        received = [first, *await _receive_all(ws)]
+        received = [first, *await until_closed(ws, TIMEOUT_S)]
     assert ws.close_code == 4408, (ws.close_code, ws.close_reason, len(received))
     match = re.search(r"afterSeq=(\d+)", ws.close_reason or "")
     assert match, ws.close_reason
@@ -277,7 +265,7 @@ async def test_an_event_whose_publish_was_lost_still_reaches_the_socket(
             {"status": "failed", "attempt": 1, "error": "lost", "code": "INTERNAL"},
         ]
         await _store_events(db, order_id, 2, lost)  # stored, never published
-        rest = await _receive_all(ws)
+        rest = await until_closed(ws, TIMEOUT_S)
     assert [(e["seq"], e["status"]) for e in rest] == [(2, "routing"), (3, "failed")]
     assert ws.close_code == 1000
 
@@ -295,6 +283,6 @@ async def test_a_malformed_message_on_the_events_channel_does_not_stop_the_hub(
         for junk in (b"not json", b"[1, 2]", orjson.dumps({"orderId": accepted["orderId"]})):
             await redis.publish("oee:events", junk)
         await stack.start_worker()
-        rest = await _receive_all(ws)
+        rest = await until_closed(ws, TIMEOUT_S)
     assert [e["status"] for e in rest] == ["routing", "building", "submitted", "confirmed"]
     assert ws.close_code == 1000

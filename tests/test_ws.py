@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Stack, StackFactory
-from tests.helpers import TERMINAL, follow, wait_terminal
+from tests.helpers import TERMINAL, follow, until_closed, wait_terminal
 
 ONE_SOL: dict[str, Any] = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1"}
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
@@ -52,13 +52,7 @@ async def rest_of(ws: ClientConnection) -> list[dict[str, Any]]:
 
 async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None, list[Any]]:
     """Read until the server closes; returns (close code, reason, messages received)."""
-    messages: list[Any] = []
-    async with asyncio.timeout(TIMEOUT_S):
-        try:
-            while True:
-                messages.append(orjson.loads(await ws.recv()))
-        except ConnectionClosed:
-            pass
+    messages = await until_closed(ws, TIMEOUT_S)
     return ws.close_code, ws.close_reason, messages
 
 
