@@ -314,6 +314,13 @@ async def events_until(
     raise AssertionError(f"socket closed before {statuses}: {[e['status'] for e in seen]}")
 
 
+async def wait_submitted(ws_url: str, timeout_s: float = 15) -> None:
+    """Follow an order until it has sent its transaction (`submitted`), failing if it ends first."""
+    async with websockets.connect(ws_url) as ws:
+        seen = await events_until(ws, {"submitted"} | TERMINAL, timeout_s=timeout_s)
+    assert seen[-1]["status"] == "submitted", seen
+
+
 async def wait_order_terminal(
     database_url: str,
     order_id: str,

@@ -30,6 +30,7 @@ from tests.procs import (
     total_swaps_landed,
     wait_for_log,
     wait_order_terminal,
+    wait_submitted,
 )
 
 RECOVERY_BUDGET_S = 30.0  # SPEC §7 / issue 4: another worker finishes the order within 30 s
@@ -228,11 +229,7 @@ async def test_redis_restart_mid_run_loses_nothing() -> None:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
             ids = [(await submit(http, amount=f"0.5{i:02d}"))["orderId"] for i in range(12)]
             # Restart while orders are genuinely in flight: one has sent its transaction.
-            async with websockets.connect(
-                f"{api.ws_base}/api/orders/execute?orderId={ids[0]}"
-            ) as ws:
-                seen = await events_until(ws, {"submitted"} | TERMINAL, timeout_s=15)
-            assert seen[-1]["status"] == "submitted", seen
+            await wait_submitted(f"{api.ws_base}/api/orders/execute?orderId={ids[0]}")
             await asyncio.to_thread(d.servers.restart_redis)
             # Orders accepted right after the restart count too.
             ids += [(await _submit_when_up(http, f"0.6{i:02d}"))["orderId"] for i in range(3)]
@@ -301,9 +298,7 @@ async def test_sigterm_past_the_grace_period_hands_the_order_back() -> None:
         worker = await d.start_worker()
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
             accepted = await submit(http)
-            async with websockets.connect(accepted["wsUrl"]) as ws:
-                seen = await events_until(ws, {"submitted"} | TERMINAL, timeout_s=15)
-            assert seen[-1]["status"] == "submitted", seen
+            await wait_submitted(accepted["wsUrl"])
             assert await worker.terminate(timeout_s=10) == 0, worker.log()
             handed_back = time.monotonic()
             await d.start_worker()
