@@ -41,23 +41,29 @@ LastSeqs = Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """An event, encoded once for every socket that receives it. `seq` 0: not an event."""
+    """An event, framed once for every socket that receives it. `seq` 0: not an event."""
 
-    event: dict[str, Any]
-    text: str
-    frame: bytes
+    frame: bytes  # the whole WebSocket text frame; the JSON starts at `head`
     seq: int
     terminal: bool
+    head: int = 0
 
     @classmethod
     def of(cls, event: dict[str, Any], raw: bytes | None = None) -> "Delivery":
         raw = orjson.dumps(event) if raw is None else raw
+        frame = text_frame(raw)
         terminal = event["status"] in TERMINAL_STATUSES
-        return cls(event, raw.decode(), text_frame(raw), int(event["seq"]), terminal)
+        return cls(frame, int(event["seq"]), terminal, len(frame) - len(raw))
+
+    @property
+    def text(self) -> str:
+        """The event's JSON, for a server without prepared frames (or a full send buffer)."""
+        return self.frame[self.head :].decode()
 
 
-RESYNC = Delivery({"resync": True}, "", b"", 0, False)  # read PostgreSQL for what was missed
-WAKE = Delivery({"wake": True}, "", b"", 0, False)  # the hub finished the socket's stream
+# Markers, never sent (seq 0); the bytes only tell them apart.
+RESYNC = Delivery(b"resync", 0, False)  # read PostgreSQL for what was missed
+WAKE = Delivery(b"wake", 0, False)  # the hub finished the socket's stream
 
 
 class Subscription:
@@ -130,13 +136,23 @@ class EventHub:
     """Started and stopped by the app's lifespan."""
 
     def __init__(
-        self, redis: Redis, queue_size: int, last_seqs: LastSeqs, check_s: float = 5.0
+        self,
+        redis: Redis,
+        queue_size: int,
+        last_seqs: LastSeqs,
+        check_s: float = 5.0,
+        replay_orders: int = 2048,
     ) -> None:
         self.redis = redis
         self.queue_size = queue_size
         self._last_seqs = last_seqs
         self._check_s = check_s
         self._subs: dict[str, set[Subscription]] = {}
+        # The latest `replay_orders` orders seen from their first event on: order id -> every
+        # event so far (seq 1..n, no gap), oldest order first. A socket that opens just after
+        # its POST replays from here instead of reading PostgreSQL.
+        self._replay_orders = replay_orders
+        self._recent: dict[str, list[Delivery]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
@@ -170,6 +186,33 @@ class EventHub:
                 if not subs:
                     del self._subs[order_id]
 
+    def remember(self, event: dict[str, Any]) -> None:
+        """Record an event this process published itself (the `pending` of an order it just
+        accepted), so the order's socket can replay it before the channel brings it back."""
+        self._remember(event["orderId"], Delivery.of(event))
+
+    def recent(self, order_id: str, after_seq: int) -> list[Delivery] | None:
+        """The order's events after `after_seq` as this hub saw them, or None when it cannot
+        tell (an order it has not seen from the start, or an `afterSeq` past what it saw): then
+        PostgreSQL has the answer. An empty list means nothing yet, and more to come."""
+        seen = self._recent.get(order_id)
+        if seen is None or after_seq > len(seen) or (after_seq == len(seen) and seen[-1].terminal):
+            return None
+        return seen[after_seq:]
+
+    def _remember(self, order_id: str, d: Delivery) -> None:
+        seen = self._recent.get(order_id)
+        if seen is None:
+            if d.seq != 1 or self._replay_orders <= 0:
+                return
+            if len(self._recent) >= self._replay_orders:
+                del self._recent[next(iter(self._recent))]
+            self._recent[order_id] = [d]
+        elif d.seq == len(seen) + 1:
+            seen.append(d)
+        elif d.seq > len(seen) + 1:  # a gap: only PostgreSQL has the whole history now
+            del self._recent[order_id]
+
     def _broadcast_resync(self) -> None:
         for subs in self._subs.values():
             for sub in subs:
@@ -183,6 +226,7 @@ class EventHub:
                 await pubsub.subscribe(keys.EVENTS_CHANNEL)
                 self.ready.set()
                 # Anything published while we were not subscribed is only in PostgreSQL.
+                self._recent.clear()
                 self._broadcast_resync()
                 delay_s = 0.1
                 async for message in pubsub.listen():
@@ -199,14 +243,16 @@ class EventHub:
     def _dispatch(self, data: bytes) -> None:
         try:
             event = orjson.loads(data)
-            subs = self._subs.get(event.get("orderId", ""))
-            if not subs:
+            order_id = event.get("orderId", "")
+            subs = self._subs.get(order_id)
+            if not subs and order_id not in self._recent and event.get("seq") != 1:
                 return
             delivery = Delivery.of(event, data)
         except (ValueError, KeyError, TypeError, AttributeError):  # not an event: never ours
             log.warning("event hub skipped a malformed message: %.200r", data)
             return
-        for sub in subs:  # nothing here awaits, so the set cannot change under us
+        self._remember(order_id, delivery)
+        for sub in subs or ():  # nothing here awaits, so the set cannot change under us
             sub.deliver(delivery)
 
     async def _check_loop(self) -> None:

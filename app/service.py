@@ -4,6 +4,7 @@ import base64
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -40,13 +41,18 @@ def ws_url(ws_base: str, order_id: uuid.UUID) -> str:
 
 
 async def create_order(
-    db: asyncpg.Pool, redis: ArqRedis, order: NewOrder, ws_base: str, idempotency_key: str | None
+    db: asyncpg.Pool,
+    redis: ArqRedis,
+    order: NewOrder,
+    ws_base: str,
+    idempotency_key: str | None,
+    on_committed: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Store the order with its `pending` event, then publish and queue it.
 
     The order is committed before it is queued: if queueing fails the sweeper queues it later,
     so an accepted order is never lost. With an idempotency key a retry returns the original
-    response and creates nothing.
+    response and creates nothing. `on_committed` gets the `pending` event once it is stored.
     """
     if order.type == "sniper" and await launches.launched_token(redis, order.token_out.mint):
         raise InvalidOrder(
@@ -70,6 +76,8 @@ async def create_order(
                 row, event = await queries.insert_order(conn, order_id, order)
                 response = _accepted(order, order_id, row, ws_base)
                 await queries.remember_response(conn, idempotency_key, order_id, response)
+    if on_committed is not None:
+        on_committed(event)
     try:
         if order.type == "market":
             await enqueue_order(redis, order_id, first_event=event)

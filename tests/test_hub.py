@@ -1,16 +1,19 @@
-"""The hub's hand-off between itself and a socket's task, and the frames it writes.
+"""The hub's hand-off between itself and a socket's task, the frames it writes, and its memory of
+recent orders.
 
 These are the rules that keep a socket's stream gap-free and duplicate-free while two writers
 (the hub, for an idle socket, and the socket's own task) take turns; the end-to-end behaviour
 is in test_ws.py and test_backpressure.py.
 """
 
-from typing import Any
+import uuid
+from typing import Any, cast
 
+import orjson
 import pytest
 from websockets.frames import Frame, Opcode
 
-from app.hub import FINISHED_CLOSE, RESYNC, WAKE, Delivery, Subscription
+from app.hub import FINISHED_CLOSE, RESYNC, WAKE, Delivery, EventHub, Subscription
 from app.wsserver import text_frame
 
 
@@ -123,3 +126,66 @@ def test_the_check_resyncs_only_a_socket_behind_for_a_whole_period(progress: boo
     else:
         sub.compare(3)  # behind and still: the publish was lost
         assert queued(sub) == [RESYNC]
+
+
+# ---------------------------------------------------------------------------------------------
+# the hub's memory of recent orders (replay without a PostgreSQL read)
+
+
+def message(order_id: str, seq: int, status: str = "routing") -> bytes:
+    """An event as it arrives on the events channel."""
+    return orjson.dumps({"orderId": order_id, "seq": seq, "status": status, "attempt": 1})
+
+
+def hub(replay_orders: int = 4) -> EventHub:
+    async def no_reads(order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        raise AssertionError("the hub's memory must not read PostgreSQL")
+
+    return EventHub(cast(Any, None), 8, no_reads, replay_orders=replay_orders)
+
+
+def seqs(deliveries: list[Delivery] | None) -> list[int] | None:
+    return None if deliveries is None else [d.seq for d in deliveries]
+
+
+def test_an_order_seen_from_its_first_event_replays_from_memory() -> None:
+    h = hub()
+    h.remember({"orderId": "a", "seq": 1, "status": "pending", "attempt": 0})  # its own POST
+    for seq in (1, 2, 3):  # the channel brings `pending` back too
+        h._dispatch(message("a", seq))  # what the subscription loop does with each message
+    assert seqs(h.recent("a", 0)) == [1, 2, 3]
+    assert seqs(h.recent("a", 2)) == [3]
+    assert seqs(h.recent("a", 3)) == []  # nothing yet, more to come: go live
+    assert h.recent("a", 4) is None  # past what the hub saw: PostgreSQL decides
+    frames = [d.frame for d in h.recent("a", 0) or []]
+    assert frames[1:] == [text_frame(message("a", seq)) for seq in (2, 3)]
+
+
+def test_an_order_joined_midway_or_with_a_gap_is_left_to_postgresql() -> None:
+    h = hub()
+    h._dispatch(message("late", 2))  # the hub was not there for seq 1
+    h._dispatch(message("late", 3))
+    assert h.recent("late", 0) is None
+    for seq in (1, 2, 4):  # seq 3 was lost on the way
+        h._dispatch(message("gap", seq))
+    assert h.recent("gap", 0) is None and h.recent("gap", 2) is None
+
+
+def test_after_the_terminal_event_memory_defers_to_postgresql_for_the_end() -> None:
+    h = hub()
+    h._dispatch(message("done", 1, "pending"))
+    h._dispatch(message("done", 2, "failed"))
+    recent = h.recent("done", 0)
+    assert seqs(recent) == [1, 2] and recent is not None and recent[-1].terminal
+    assert h.recent("done", 2) is None  # finished: the route asks PostgreSQL, which says so
+
+
+def test_memory_keeps_only_the_latest_orders() -> None:
+    h = hub(replay_orders=2)
+    for order_id in ("a", "b", "c"):
+        h._dispatch(message(order_id, 1, "pending"))
+    assert h.recent("a", 0) is None
+    assert seqs(h.recent("b", 0)) == [1] and seqs(h.recent("c", 0)) == [1]
+    off = hub(replay_orders=0)
+    off._dispatch(message("a", 1, "pending"))
+    assert off.recent("a", 0) is None

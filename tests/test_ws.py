@@ -143,7 +143,23 @@ async def test_usdc_to_sol_unwraps_instead_of_wrapping(stack: Stack) -> None:
 # replay and resume
 
 
-async def test_late_subscriber_gets_the_full_history(stack: Stack) -> None:
+# Replay comes from the API's memory of recent orders (WS_REPLAY_ORDERS) when it saw the order
+# from its first event, else from PostgreSQL: every replay test runs both ways.
+REPLAY_FROM = {"memory": 2048, "postgres": 0}
+
+
+@pytest.fixture(params=list(REPLAY_FROM))
+def replay_orders(request: pytest.FixtureRequest) -> int:
+    return REPLAY_FROM[request.param]
+
+
+@pytest.fixture
+async def replay_stack(make_stack: StackFactory, replay_orders: int) -> Stack:
+    return await make_stack(ws_replay_orders=replay_orders)
+
+
+async def test_late_subscriber_gets_the_full_history(replay_stack: Stack) -> None:
+    stack = replay_stack
     accepted = await stack.submit(ONE_SOL)
     order = await wait_terminal(stack.http, accepted["orderId"], TIMEOUT_S)
     assert order["status"] == "confirmed"
@@ -153,7 +169,10 @@ async def test_late_subscriber_gets_the_full_history(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("after_seq", [0, 2, 4])
-async def test_resume_after_seq_sends_only_later_events(stack: Stack, after_seq: int) -> None:
+async def test_resume_after_seq_sends_only_later_events(
+    replay_stack: Stack, after_seq: int
+) -> None:
+    stack = replay_stack
     accepted = await stack.submit(ONE_SOL)
     order = await wait_terminal(stack.http, accepted["orderId"], TIMEOUT_S)
     resumed = await follow(order_url(stack, accepted["orderId"], after_seq), TIMEOUT_S)
@@ -161,8 +180,9 @@ async def test_resume_after_seq_sends_only_later_events(stack: Stack, after_seq:
     assert resumed == order["events"][after_seq:]
 
 
-async def test_resume_after_the_terminal_event_closes_at_once(stack: Stack) -> None:
+async def test_resume_after_the_terminal_event_closes_at_once(replay_stack: Stack) -> None:
     """A client that saw everything and reconnects with afterSeq=<last> is told it is over."""
+    stack = replay_stack
     accepted = await stack.submit(ONE_SOL)
     order = await wait_terminal(stack.http, accepted["orderId"], TIMEOUT_S)
     last = order["events"][-1]["seq"]
@@ -175,8 +195,10 @@ async def test_resume_after_the_terminal_event_closes_at_once(stack: Stack) -> N
     assert code == 1000, (code, reason)
 
 
-async def test_resume_mid_flight_has_no_gap_and_no_duplicate(make_stack: StackFactory) -> None:
-    stack = await make_stack(workers=0)
+async def test_resume_mid_flight_has_no_gap_and_no_duplicate(
+    make_stack: StackFactory, replay_orders: int
+) -> None:
+    stack = await make_stack(workers=0, ws_replay_orders=replay_orders)
     accepted = await stack.submit(ONE_SOL)
     async with websockets.connect(accepted["wsUrl"]) as first:
         seen = [await next_event(first)]
@@ -188,6 +210,23 @@ async def test_resume_mid_flight_has_no_gap_and_no_duplicate(make_stack: StackFa
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
     order = (await stack.http.get(f"/api/orders/{accepted['orderId']}")).json()
     assert events == order["events"]
+
+
+async def test_a_socket_opened_after_its_post_replays_without_reading_postgresql(
+    make_stack: StackFactory, db: asyncpg.Connection
+) -> None:
+    stack = await make_stack(workers=0)
+    accepted = await stack.submit(ONE_SOL)
+    # Take the stored history away: only the API's memory can still replay `pending`.
+    await db.execute("DELETE FROM order_events WHERE order_id = $1", uuid.UUID(accepted["orderId"]))
+    async with websockets.connect(accepted["wsUrl"]) as ws:
+        pending = await next_event(ws)
+    assert (pending["orderId"], pending["seq"], pending["status"]) == (
+        accepted["orderId"],
+        1,
+        "pending",
+    )
+    assert Decimal(pending["amountIn"]) == Decimal(ONE_SOL["amountIn"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,11 +400,11 @@ async def test_worker_runs_at_most_its_concurrency_and_really_in_parallel(
 
 
 async def test_resume_with_after_seq_past_the_end_still_streams_to_the_finish(
-    make_stack: StackFactory,
+    make_stack: StackFactory, replay_orders: int
 ) -> None:
     """An afterSeq beyond what the order has (a confused client) must not stall the socket:
     it goes live from the order's last event and closes after the terminal one."""
-    stack = await make_stack(workers=0)
+    stack = await make_stack(workers=0, ws_replay_orders=replay_orders)
     accepted = await stack.submit()
     url = f"{accepted['wsUrl']}&afterSeq=100"
     async with asyncio.timeout(30), websockets.connect(url) as ws:

@@ -4,13 +4,14 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from starlette.requests import HTTPConnection
 
 from app import service
-from app.deps import Res, ws_base
-from app.errors import ERROR_RESPONSES
-from shared.errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType
+from app.deps import Res, Resources, ws_base
+from app.errors import ERROR_RESPONSES, json_response
+from shared.errors import InvalidJson, InvalidOrder, PayloadTooLarge, UnsupportedMediaType
 from shared.models import (
     OrderAccepted,
     OrderCreate,
@@ -59,28 +60,48 @@ async def read_json_body(request: Request) -> Any:
     return parse_json(bytes(body))
 
 
+MAX_IDEMPOTENCY_KEY = 255
+_IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key and body returns the original response",
+    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
+}
+
+
 @router.post(
     "/orders/execute",
     response_model=OrderAccepted,
     responses=ERROR_RESPONSES,
     summary="Submit an order; follow it on the WebSocket at `wsUrl`",
     openapi_extra={
+        "parameters": [_IDEMPOTENCY_HEADER],
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": OrderCreate.model_json_schema(by_alias=True)}
             },
-        }
+        },
     },
 )
-async def execute_order(
-    request: Request,
-    res: Res,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> dict[str, Any]:
+async def execute_order(request: Request) -> Response:
+    # The busiest route takes only the request: no dependency for FastAPI to solve and no
+    # response model to validate on the way out (the body is built by `service`, to the
+    # documented OrderAccepted shape, and tested as such), ~5 % of the API's CPU per order.
+    res: Resources = request.app.state.resources
+    key = request.headers.get("idempotency-key")
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidOrder(
+            f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} characters",
+            [{"field": "Idempotency-Key", "message": f"over {MAX_IDEMPOTENCY_KEY} characters"}],
+        )
     order = validate_order(await read_json_body(request))
     await res.admission.check(client_key(request))
-    return await service.create_order(res.db, res.redis, order, ws_base(request), idempotency_key)
+    accepted = await service.create_order(
+        res.db, res.redis, order, ws_base(request), key, res.hub.remember
+    )
+    return json_response(accepted)
 
 
 @router.get("/orders", response_model=OrderList, responses=ERROR_RESPONSES)

@@ -74,7 +74,9 @@ async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
             raise PayloadTooLarge(f"order message over {MAX_BODY_BYTES} bytes")
         order = validate_order(parse_json(raw))
         await res.admission.check(client_key(ws))
-        accepted = await service.create_order(res.db, res.redis, order, ws_base(ws), None)
+        accepted = await service.create_order(
+            res.db, res.redis, order, ws_base(ws), None, res.hub.remember
+        )
     except TimeoutError:
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
         return None
@@ -141,8 +143,12 @@ async def _stream(
 ) -> None:
     sub.last = after_seq
     try:
-        await _catch_up(ws, res, sub, order_id)
-        if sub.last == after_seq and not sub.finished:  # no history after afterSeq
+        recent = res.hub.recent(str(order_id), after_seq)
+        if recent is not None:  # the hub saw the order from its first event: no read
+            await _send_all(ws, res, sub, recent)
+        else:
+            await _catch_up(ws, res, sub, order_id)
+        if recent is None and sub.last == after_seq and not sub.finished:  # nothing after it
             async with res.db.acquire() as conn:
                 row = await queries.get_order(conn, order_id)
             if row is None:
@@ -181,8 +187,15 @@ async def _catch_up(ws: WebSocket, res: Resources, sub: Subscription, order_id: 
     """Send every stored event after `sub.last`, up to the terminal one."""
     async with res.db.acquire() as conn:
         history = await queries.get_events(conn, order_id, sub.last)
-    for event in history:
-        await _send(ws, sub, Delivery.of(event), res.settings.ws_send_timeout_s)
+    await _send_all(ws, res, sub, [Delivery.of(event) for event in history])
+
+
+async def _send_all(
+    ws: WebSocket, res: Resources, sub: Subscription, events: list[Delivery]
+) -> None:
+    """Send `events` (consecutive seqs after `sub.last`), up to the terminal one."""
+    for delivery in events:
+        await _send(ws, sub, delivery, res.settings.ws_send_timeout_s)
         if sub.finished:
             break
 
