@@ -63,8 +63,8 @@ async def create_order(
     async with db.acquire() as conn:
         if idempotency_key is None:
             # One statement writes the order and its first event: atomic without BEGIN/COMMIT.
-            row, event = await queries.insert_order(conn, order_id, order)
-            response = _accepted(order, order_id, row, ws_base)
+            created_at, event = await queries.insert_order(conn, order_id, order)
+            response = _accepted(order, order_id, created_at, ws_base)
         else:
             request_hash = hashlib.sha256(
                 orjson.dumps(order.payload, option=orjson.OPT_SORT_KEYS)
@@ -73,8 +73,8 @@ async def create_order(
             if replay is not None:
                 return replay
             async with conn.transaction():
-                row, event = await queries.insert_order(conn, order_id, order)
-                response = _accepted(order, order_id, row, ws_base)
+                created_at, event = await queries.insert_order(conn, order_id, order)
+                response = _accepted(order, order_id, created_at, ws_base)
                 await queries.remember_response(conn, idempotency_key, order_id, response)
     if on_committed is not None:
         on_committed(event)
@@ -103,7 +103,7 @@ async def create_order(
 
 
 def _accepted(
-    order: NewOrder, order_id: uuid.UUID, row: asyncpg.Record, ws_base: str
+    order: NewOrder, order_id: uuid.UUID, created_at: datetime, ws_base: str
 ) -> dict[str, Any]:
     return {
         "orderId": str(order_id),
@@ -111,7 +111,7 @@ def _accepted(
         "type": order.type,
         "wsUrl": ws_url(ws_base, order_id),
         "clientOrderId": order.client_order_id,
-        "createdAt": row["created_at"].isoformat().replace("+00:00", "Z"),
+        "createdAt": created_at.isoformat().replace("+00:00", "Z"),
     }
 
 
