@@ -243,6 +243,21 @@ async def test_send_lands_the_quoted_swap_and_moves_the_pool(
     assert moved == ((amount_in, -quote.amount_out) if forward else (-quote.amount_out, amount_in))
 
 
+async def test_an_unchanged_pool_is_decoded_once_and_a_moved_one_is_read_afresh(
+    sim: Sim,
+) -> None:
+    first = {p.address: p for p in await sim.market.pools(SOL.mint, USDC.mint)}
+    again = {p.address: p for p in await sim.market.pools(SOL.mint, USDC.mint)}
+    assert all(again[a] is first[a] for a in first)  # the same stored JSON: the same object
+    pool = next(iter(first.values()))
+    moved = pool.repriced(pool.spot_price(pool.mints[0]) * 2, int(time.time()))
+    assert await sim.market.write_pool(moved, pool.version)
+    after = {p.address: p for p in await sim.market.pools(SOL.mint, USDC.mint)}
+    assert after[pool.address] == moved and after[pool.address].version == pool.version + 1
+    assert all(after[a] is first[a] for a in first if a != pool.address)
+    assert await sim.market.pool(pool.address) is after[pool.address]
+
+
 async def test_sending_the_same_bytes_twice_executes_once(sim: Sim) -> None:
     pool = await _pool(sim.market, SOL, USDC, RAYDIUM_AMM_V4)
     signed, lvbh, _ = await _sign(sim.cluster, Keypair(), pool, SOL, 5 * LAMPORTS, 1)

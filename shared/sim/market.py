@@ -47,6 +47,9 @@ def _pool_liquidity_usd(base: Token, quote: Token) -> Decimal:
     return Decimal(8_000_000) if {base.symbol, quote.symbol} <= _MAJORS else Decimal(1_500_000)
 
 
+_DECODED_POOLS = 256  # a few states of every pool (PAIRS x 3 pools)
+
+
 class Market:
     """Quotes and state changes of the shared market; construct one per process."""
 
@@ -56,6 +59,10 @@ class Market:
         self.rng = rng or random.Random(settings.sim_seed)
         self._cas = redis.register_script(_CAS_POOL)
         self._pair_of: dict[str, str] = {}
+        # Stored pool JSON -> the pool it decodes to. Most reads find a pool unchanged since
+        # the last one (only the pool a swap used moves), and decoding a DLMM pool's bins is
+        # most of what a quote costs. Pools are immutable, so sharing one object is safe.
+        self._decoded: dict[bytes, Pool] = {}
 
     async def _latency(self, seconds: float) -> None:
         scale = self.settings.sim_latency_scale
@@ -146,7 +153,7 @@ class Market:
 
     async def pools(self, mint_a: str, mint_b: str) -> list[Pool]:
         raw = await self.redis.hvals(keys.pools_key(pair_key(mint_a, mint_b)))
-        return [Pool.loads(r) for r in raw]
+        return [self._decode(r) for r in raw]
 
     async def pool(self, address: str) -> Pool | None:
         pk = self._pair_of.get(address)
@@ -156,7 +163,16 @@ class Market:
                 return None
             pk = self._pair_of[address] = found.decode()
         raw = await self.redis.hget(keys.pools_key(pk), address)
-        return None if raw is None else Pool.loads(raw)
+        return None if raw is None else self._decode(raw)
+
+    def _decode(self, raw: bytes) -> Pool:
+        pool = self._decoded.get(raw)
+        if pool is None:
+            pool = Pool.loads(raw)
+            if len(self._decoded) >= _DECODED_POOLS:
+                del self._decoded[next(iter(self._decoded))]  # the oldest
+            self._decoded[raw] = pool
+        return pool
 
     async def write_pool(self, pool: Pool, expected_version: int) -> bool:
         """Store `pool` if nobody wrote that pool since `expected_version` was read."""
