@@ -13,8 +13,8 @@ every fan-out socket is open, and a final `{"result": {...}}` with the raw sampl
 
 Event delivery latency is `receipt - at`, where `at` is the event row's clock_timestamp() in
 PostgreSQL, taken inside the transaction just before it commits; both clocks are this machine's.
-Only events committed after the socket opened count as live; earlier ones are replays from
-PostgreSQL and are only counted.
+Only events committed after the socket opened count as live; earlier ones are replays (from
+the API's memory of recent orders, or PostgreSQL) and are only counted.
 """
 
 import asyncio

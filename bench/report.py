@@ -79,8 +79,8 @@ def _e2e(s: dict[str, Any]) -> list[Section]:
     ]
     last = s["runs"][-1]["e2e"]
     notes.append(
-        f"last run: {last['events']} events received, {last['events_replayed']} replayed from "
-        f"PostgreSQL (the `pending` event precedes the socket), {last['seq_gaps']} gaps, "
+        f"last run: {last['events']} events received, {last['events_replayed']} replayed "
+        f"(the `pending` event precedes the socket), {last['seq_gaps']} gaps, "
         f"{last['bad_closes']} abnormal closes, errors {last['errors'] or 'none'}"
     )
     return [("1. End to end, SIM_LATENCY_SCALE=0", ["figure", "median", "runs / note", "target"],
