@@ -11,6 +11,11 @@ Every event is in PostgreSQL before it is published, so whatever the live feed m
 back from there: after the subscription was interrupted every socket is told to catch up, and
 every `check_s` the hub compares each socket with its order's latest seq in PostgreSQL, which
 repairs a publish that was lost (a worker that died between its commit and its publish).
+
+The hub also remembers every event of the latest orders it saw from their first event on, so
+a socket opened just after its POST replays from memory. Memory is only a shortcut: an order
+with a gap, an order the check finds behind PostgreSQL, an order a socket had to catch up on,
+and everything after a resubscription are left to PostgreSQL.
 """
 
 import asyncio
@@ -43,10 +48,10 @@ LastSeqs = Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
 class Delivery:
     """An event, framed once for every socket that receives it. `seq` 0: not an event."""
 
-    frame: bytes  # the whole WebSocket text frame; the JSON starts at `head`
+    frame: bytes  # the whole WebSocket text frame: `header_len` bytes, then the JSON
     seq: int
     terminal: bool
-    head: int = 0
+    header_len: int = 0
 
     @classmethod
     def of(cls, event: dict[str, Any], raw: bytes | None = None) -> "Delivery":
@@ -58,7 +63,7 @@ class Delivery:
     @property
     def text(self) -> str:
         """The event's JSON, for a server without prepared frames (or a full send buffer)."""
-        return self.frame[self.head :].decode()
+        return self.frame[self.header_len :].decode()
 
 
 # Markers, never sent (seq 0); the bytes only tell them apart.
@@ -187,9 +192,14 @@ class EventHub:
                     del self._subs[order_id]
 
     def remember(self, event: dict[str, Any]) -> None:
-        """Record an event this process published itself (the `pending` of an order it just
+        """Record an event this process committed itself (the `pending` of an order it just
         accepted), so the order's socket can replay it before the channel brings it back."""
         self._remember(event["orderId"], Delivery.of(event))
+
+    def forget(self, order_id: str) -> None:
+        """Stop replaying the order from memory: PostgreSQL has events the channel did not
+        bring (a publish was lost). Later sockets read PostgreSQL."""
+        self._recent.pop(order_id, None)
 
     def recent(self, order_id: str, after_seq: int) -> list[Delivery] | None:
         """The order's events after `after_seq` as this hub saw them, or None when it cannot
@@ -245,7 +255,9 @@ class EventHub:
             event = orjson.loads(data)
             order_id = event.get("orderId", "")
             subs = self._subs.get(order_id)
-            if not subs and order_id not in self._recent and event.get("seq") != 1:
+            if not subs and (
+                order_id not in self._recent and (event.get("seq") != 1 or not self._replay_orders)
+            ):
                 return
             delivery = Delivery.of(event, data)
         except (ValueError, KeyError, TypeError, AttributeError):  # not an event: never ours
@@ -270,5 +282,9 @@ class EventHub:
             return
         latest = await self._last_seqs([uuid.UUID(order_id) for order_id in self._subs])
         for order_id, seq in latest.items():
-            for sub in self._subs.get(str(order_id), ()):
+            key = str(order_id)
+            seen = self._recent.get(key)
+            if seen is not None and len(seen) < seq:  # in flight, or lost: memory may be stale
+                self.forget(key)
+            for sub in self._subs.get(key, ()):
                 sub.compare(seq)

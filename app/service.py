@@ -76,8 +76,8 @@ async def create_order(
                 created_at, event = await queries.insert_order(conn, order_id, order)
                 response = _accepted(order, order_id, created_at, ws_base)
                 await queries.remember_response(conn, idempotency_key, order_id, response)
-    if on_committed is not None:
-        on_committed(event)
+        if on_committed is not None:  # before anything awaits: no event can come in between
+            on_committed(event)
     try:
         if order.type == "market":
             await enqueue_order(redis, order_id, first_event=event)

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     # How often the API compares its sockets with PostgreSQL, for an event whose publish was lost.
     ws_check_s: float = Field(5.0, gt=0)
     # Orders whose events the API keeps in memory, so a socket opened just after its POST
-    # replays without reading PostgreSQL (0 = always read; about 3 KB per order).
+    # replays without reading PostgreSQL (0 = always read; about 3 KB per order, more for
+    # an order that was retried).
     ws_replay_orders: int = Field(2048, ge=0)
 
     sim_latency_scale: float = Field(1.0, ge=0)

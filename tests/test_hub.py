@@ -189,3 +189,18 @@ def test_memory_keeps_only_the_latest_orders() -> None:
     off = hub(replay_orders=0)
     off._dispatch(message("a", 1, "pending"))
     assert off.recent("a", 0) is None
+
+
+async def test_an_order_the_check_finds_behind_postgresql_is_left_to_postgresql() -> None:
+    order_id = str(uuid.uuid4())
+
+    async def stored(order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        return {uuid.UUID(order_id): 3}  # seq 3 was committed; its publish never came
+
+    h = EventHub(cast(Any, None), 8, stored, replay_orders=4)
+    for seq in (1, 2):
+        h._dispatch(message(order_id, seq))
+    with h.subscribe(order_id):
+        assert seqs(h.recent(order_id, 0)) == [1, 2]
+        await h.check()
+    assert h.recent(order_id, 0) is None

@@ -1,8 +1,9 @@
 """The WebSocket on `/api/orders/execute`: follow an order, or submit one and follow it.
 
 Replay then live, with no gap and no duplicate: the socket subscribes to the hub *before* it
-reads history from PostgreSQL, then drops live events it already sent (by `seq`). Anything the
-live feed missed (a Redis blip, a full buffer) is read back from PostgreSQL.
+reads history (from the hub's memory of recent orders, else PostgreSQL), then drops live events
+it already sent (by `seq`). Anything the live feed missed (a Redis blip, a full buffer) is read
+back from PostgreSQL.
 """
 
 import asyncio
@@ -185,6 +186,7 @@ def _prepared_writer(ws: WebSocket) -> Write | None:
 
 async def _catch_up(ws: WebSocket, res: Resources, sub: Subscription, order_id: uuid.UUID) -> None:
     """Send every stored event after `sub.last`, up to the terminal one."""
+    res.hub.forget(str(order_id))  # the live feed missed something: memory may have too
     async with res.db.acquire() as conn:
         history = await queries.get_events(conn, order_id, sub.last)
     await _send_all(ws, res, sub, [Delivery.of(event) for event in history])
