@@ -255,9 +255,10 @@ class EventHub:
             event = orjson.loads(data)
             order_id = event.get("orderId", "")
             subs = self._subs.get(order_id)
-            if not subs and (
-                order_id not in self._recent and (event.get("seq") != 1 or not self._replay_orders)
-            ):
+            remembered = order_id in self._recent or (
+                event.get("seq") == 1 and self._replay_orders > 0
+            )
+            if not subs and not remembered:  # nobody needs it framed
                 return
             delivery = Delivery.of(event, data)
         except (ValueError, KeyError, TypeError, AttributeError):  # not an event: never ours

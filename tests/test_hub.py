@@ -13,7 +13,7 @@ import orjson
 import pytest
 from websockets.frames import Frame, Opcode
 
-from app.hub import FINISHED_CLOSE, RESYNC, WAKE, Delivery, EventHub, Subscription
+from app.hub import FINISHED_CLOSE, RESYNC, WAKE, Delivery, EventHub, LastSeqs, Subscription
 from app.wsserver import text_frame
 
 
@@ -137,11 +137,12 @@ def message(order_id: str, seq: int, status: str = "routing") -> bytes:
     return orjson.dumps({"orderId": order_id, "seq": seq, "status": status, "attempt": 1})
 
 
-def hub(replay_orders: int = 4) -> EventHub:
-    async def no_reads(order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-        raise AssertionError("the hub's memory must not read PostgreSQL")
+async def no_reads(order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    raise AssertionError("the hub's memory must not read PostgreSQL")
 
-    return EventHub(cast(Any, None), 8, no_reads, replay_orders=replay_orders)
+
+def hub(replay_orders: int = 4, last_seqs: LastSeqs = no_reads) -> EventHub:
+    return EventHub(cast(Any, None), 8, last_seqs, replay_orders=replay_orders)
 
 
 def seqs(deliveries: list[Delivery] | None) -> list[int] | None:
@@ -197,7 +198,7 @@ async def test_an_order_the_check_finds_behind_postgresql_is_left_to_postgresql(
     async def stored(order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
         return {uuid.UUID(order_id): 3}  # seq 3 was committed; its publish never came
 
-    h = EventHub(cast(Any, None), 8, stored, replay_orders=4)
+    h = hub(last_seqs=stored)
     for seq in (1, 2):
         h._dispatch(message(order_id, seq))
     with h.subscribe(order_id):

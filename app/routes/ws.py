@@ -147,18 +147,8 @@ async def _stream(
         recent = res.hub.recent(str(order_id), after_seq)
         if recent is not None:  # the hub saw the order from its first event: no read
             await _send_all(ws, res, sub, recent)
-        else:
-            await _catch_up(ws, res, sub, order_id)
-        if recent is None and sub.last == after_seq and not sub.finished:  # nothing after it
-            async with res.db.acquire() as conn:
-                row = await queries.get_order(conn, order_id)
-            if row is None:
-                await _not_found(ws, str(order_id))
-                return
-            if row["status"] in TERMINAL_STATUSES and row["last_seq"] <= sub.last:
-                sub.finished = True  # resumed after the terminal event: nothing more will come
-            else:
-                sub.last = min(sub.last, row["last_seq"])  # an afterSeq past the end: go live
+        elif not await _replay_stored(ws, res, sub, order_id):
+            return  # no such order: closed with 4404
         while not sub.finished:
             if sub.queue.empty():
                 sub.lend()  # with a prepared-frame writer, the hub writes while we wait
@@ -176,6 +166,25 @@ async def _stream(
         raise ReaderTooSlow(max(sub.last, 0)) from None
     if not sub.closed:
         await ws.close(*FINISHED_CLOSE)
+
+
+async def _replay_stored(
+    ws: WebSocket, res: Resources, sub: Subscription, order_id: uuid.UUID
+) -> bool:
+    """Replay from PostgreSQL; False (after closing with 4404) when the order does not exist."""
+    after_seq = sub.last
+    await _catch_up(ws, res, sub, order_id)
+    if sub.last == after_seq and not sub.finished:  # nothing after afterSeq
+        async with res.db.acquire() as conn:
+            row = await queries.get_order(conn, order_id)
+        if row is None:
+            await _not_found(ws, str(order_id))
+            return False
+        if row["status"] in TERMINAL_STATUSES and row["last_seq"] <= sub.last:
+            sub.finished = True  # resumed after the terminal event: nothing more will come
+        else:
+            sub.last = min(sub.last, row["last_seq"])  # an afterSeq past the end: go live
+    return True
 
 
 def _prepared_writer(ws: WebSocket) -> Write | None:
