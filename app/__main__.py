@@ -4,7 +4,7 @@ import logging
 
 import uvicorn
 
-from app.wsserver import PreparedFrameProtocol
+from app.wsserver import SERVER_PROTOCOLS
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
@@ -32,9 +32,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         loop="auto",
-        ws=PreparedFrameProtocol,
-        # Event messages are small JSON; compressing each one costs more CPU than it saves.
-        ws_per_message_deflate=False,
+        **SERVER_PROTOCOLS,
         proxy_headers=True,
         timeout_graceful_shutdown=5,
     )

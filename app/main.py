@@ -16,6 +16,7 @@ from app.hub import EventHub
 from app.routes import orders, sim, system, ws
 from shared import db as database
 from shared import queries
+from shared.heap import freeze_startup_heap
 from shared.settings import Settings, get_settings
 from shared.sim.market import Market
 from shared.sim.wallet import load_keypair
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             signer = str(load_keypair(settings).pubkey())
             admission = Admission(redis, settings.rate_limit_per_s, settings.max_queue_depth)
             app.state.resources = Resources(settings, pool, redis, hub, market, admission, signer)
+            freeze_startup_heap()
             log.info("API ready on port %d", settings.port)
             yield
 

@@ -23,7 +23,7 @@ import uvicorn
 from redis.asyncio import Redis
 
 from app.main import create_app
-from app.wsserver import PreparedFrameProtocol
+from app.wsserver import SERVER_PROTOCOLS
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
 from shared.settings import Settings
@@ -199,9 +199,10 @@ async def make_stack(
             host="127.0.0.1",
             port=port,
             log_config=None,
-            # Without prepared frames every event goes through ASGI's send, as on other servers.
-            ws=PreparedFrameProtocol if prepared_frames else "websockets-sansio",
             lifespan="on",
+            **SERVER_PROTOCOLS
+            # Without prepared frames every event goes through ASGI's send, as on other servers.
+            | ({} if prepared_frames else {"ws": "websockets-sansio"}),
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())

@@ -10,6 +10,7 @@ from arq.worker import func
 
 from shared import keys, triggers
 from shared.db import create_pool, migrate
+from shared.heap import freeze_startup_heap
 from shared.settings import Settings, get_settings
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
@@ -47,6 +48,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         asyncio.create_task(run_market_loop(engine), name="market-loop"),
         asyncio.create_task(run_sweeper(engine), name="sweeper"),
     ]
+    freeze_startup_heap()
     log.info(
         "worker ready: concurrency %d, signer %s, %d waiting orders indexed",
         settings.worker_concurrency,
