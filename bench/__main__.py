@@ -119,6 +119,7 @@ async def main(args: argparse.Namespace) -> int:
         for name in args.scenarios:
             say(f"\n=== {name} ===")
             t0 = time.monotonic()
+            speed = steps.speed_reference()
             try:
                 if name == "e2e":
                     out = await e2e.run(servers, e2e_cfg, profiling)
@@ -136,11 +137,13 @@ async def main(args: argparse.Namespace) -> int:
                 out = {"error": f"{type(exc).__name__}: {exc}"}
                 failed.append(name)
             out["seconds"] = round(time.monotonic() - t0, 1)
+            out["speed"] = speed
             results["scenarios"][name] = out
             report.write(results, results_dir)  # partial results survive a later failure
     finally:
         servers.stop()
     results["seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["speed_at_end"] = steps.speed_reference()
     report.write(results, results_dir)
     report.show(results)
     if profiling is not None:

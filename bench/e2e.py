@@ -107,6 +107,7 @@ async def _one_run(
     engine: Engine, base_url: str, cfg: Config, i: int, recorders: list[Recorder]
 ) -> dict[str, Any]:
     tag = f"run {i + 1}/{cfg.runs}"
+    speed = steps.speed_reference()
     say(f"» e2e {tag}: database baseline ({cfg.baseline_s:.0f} s each)")
     naive = await baseline.measure(base_url, "naive", cfg.baseline_concurrency, cfg.baseline_s)
     try:
@@ -136,9 +137,11 @@ async def _one_run(
     say(
         f"  {rate} orders/s; submit p99 {e2e['submit_ms']['p99']} ms; "
         f"e2e p50 {e2e['e2e_ms']['p50']} ms; delivery p99 {e2e['delivery_ms']['p99']} ms; "
-        f"other processes used {e2e['cpu']['other_cpu_s']} CPU-s"
+        f"other processes used {e2e['cpu']['other_cpu_s']} CPU-s; host: loop "
+        f"{speed['python_loop_ms']} ms, round trip {speed['ipc_round_trip_us']} µs"
     )
     return {
+        "speed": speed,
         "baseline_naive": naive,
         "baseline_actual": actual,
         "e2e": e2e,
@@ -155,6 +158,7 @@ def _summary(runs: list[dict[str, Any]], posts: list[dict[str, Any]]) -> dict[st
     return {
         "orders_per_s": median_of(e2e, "orders_per_s"),
         "orders_per_s_runs": [r["orders_per_s"] for r in e2e],
+        "speed_runs": [r.get("speed") for r in runs],
         "submit_ms": {p: median_of(e2e, "submit_ms", p) for p in ("p50", "p95", "p99")},
         "e2e_ms": {p: median_of(e2e, "e2e_ms", p) for p in ("p50", "p99")},
         "delivery_ms": {p: median_of(e2e, "delivery_ms", p) for p in ("p50", "p99")},

@@ -39,6 +39,12 @@ def _e2e(s: dict[str, Any]) -> list[Section]:
     label = f"orders/s (1 API, 1 worker at concurrency {cfg['worker_concurrency']})"
     rows = [
         [label, _v(ops), runs, f"≥ 500 ({_verdict(_ge(ops, 500))})"],
+        [
+            "host speed before each run",
+            "",
+            ", ".join(_speed(x) for x in m.get("speed_runs", [])),
+            "lower is faster",
+        ],
         ["submit (POST) p50 / p95 / p99 ms", _trio(m["submit_ms"], "p50", "p95", "p99"), "", ""],
         ["submit → terminal p50 / p99 ms", _trio(m["e2e_ms"], "p50", "p99"), "", ""],
         ["event delivery p50 / p99 ms", _trio(m["delivery_ms"], "p50", "p99"), "commit→recv", ""],
@@ -193,7 +199,11 @@ def _triggers(s: dict[str, Any]) -> list[Section]:
 
 def _generic(name: str, s: dict[str, Any]) -> list[Section]:
     """A scenario this report has no layout for: its top-level figures as they are."""
-    rows = [[k, json.dumps(v, default=str)[:150]] for k, v in s.items() if k != "seconds"]
+    rows = [
+        [k, json.dumps(v, default=str)[:150]]
+        for k, v in s.items()
+        if k not in ("seconds", "speed")  # the host speed is in the preamble
+    ]
     return [(f"{name} (figures as returned)", ["figure", "value"], rows, [])]
 
 
@@ -233,6 +243,7 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         f"{results.get('seconds', '…')} s in all.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}, "
         f"Linux {m['kernel']}; load average at start {m['load_avg_at_start']}.",
+        _speed_line(results),
         "Everything runs on this machine: PostgreSQL (fsync on, synchronous commit), Valkey "
         "(append-only, fsync every second), the API, the worker(s), and the load generators, "
         "which are separate processes using uvloop and share the same 2 cores: their CPU is "
@@ -242,6 +253,25 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         "including the publish, the hub and the socket; only events committed after the "
         "socket opened count.",
     ]
+
+
+def _speed(speed: dict[str, float] | None) -> str:
+    if not speed:
+        return "-"
+    return f"{_v(speed['python_loop_ms'])} ms / {_v(speed['ipc_round_trip_us'])} µs"
+
+
+def _speed_line(results: dict[str, Any]) -> str:
+    """The host's speed through the run: every figure moves with it on a shared host."""
+    m = results["machine"]
+    per = "; ".join(f"{name} {_speed(s.get('speed'))}" for name, s in results["scenarios"].items())
+    return (
+        "Host speed (lower is faster): a fixed Python loop, ms / a round trip between two "
+        f"processes, µs: {_speed(m.get('speed_at_start'))} at start"
+        f"{'; ' + per if per else ''}; {_speed(m.get('speed_at_end'))} at end. Figures from "
+        "runs on different hosts, or at very different host speeds, are not comparable "
+        "(bench/README.md, 'Reading the figures')."
+    )
 
 
 def write(results: dict[str, Any], out: Path) -> None:

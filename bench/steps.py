@@ -4,6 +4,10 @@ check that every order's events are in PostgreSQL."""
 import asyncio
 import contextlib
 import os
+import socket
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -245,6 +249,49 @@ async def event_span(url: str, since: Any = None) -> dict[str, Any]:
     }
 
 
+def speed_reference() -> dict[str, float]:
+    """How fast this host is right now, in the two things the engine spends its time on:
+    Python bytecode (the best of 5 timings of a million additions, ms) and a message between
+    two processes (one byte to an echoing child and back over a Unix socket, µs per round
+    trip, the median of 5 batches). Lower is faster for both. A shared host can be 2-4x
+    slower from one minute to the next, or from one day's machine to the next, and every
+    figure in the suite moves with it: each scenario records these beside its own figures."""
+    loops = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        loops.append(time.perf_counter() - started)
+    ours, theirs = socket.socketpair()
+    echo = (
+        "import socket, sys\n"
+        "s = socket.socket(fileno=int(sys.argv[1]))\n"
+        "while s.recv(1): s.send(b'x')"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", echo, str(theirs.fileno())], pass_fds=[theirs.fileno()]
+    )
+    theirs.close()
+    trips = []
+    try:
+        ours.sendall(b"x")
+        ours.recv(1)  # the child is up
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(4000):
+                ours.sendall(b"x")
+                ours.recv(1)
+            trips.append((time.perf_counter() - started) / 4000)
+    finally:
+        ours.close()
+        child.wait(10)
+    return {
+        "python_loop_ms": round(min(loops) * 1000, 1),
+        "ipc_round_trip_us": round(statistics.median(trips) * 1e6, 1),
+    }
+
+
 def machine() -> dict[str, Any]:
     import platform
 
@@ -263,4 +310,5 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "speed_at_start": speed_reference(),
     }
