@@ -26,6 +26,7 @@ from app.main import create_app
 from app.wsserver import SERVER_PROTOCOLS
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
+from shared.heap import freeze_startup_heap
 from shared.settings import Settings
 from shared.sim.market import Market
 from worker.claim import OrderWorker
@@ -44,6 +45,14 @@ class Infra:
 def _with_db(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_before_any_stack() -> None:
+    """The API and the worker freeze the heap when they start, once per process. Here every
+    stack runs in this one process: freeze it now, with only pytest and the imports in it,
+    so that no test's stack is frozen for the rest of the session."""
+    freeze_startup_heap()
 
 
 @pytest.fixture(scope="session")

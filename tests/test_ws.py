@@ -15,6 +15,8 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 from solders.signature import Signature
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -353,9 +355,11 @@ async def test_many_subscribers_receive_identical_events(
 
 
 def server_connections() -> list[object]:
-    """The API's connection protocols in this process, live or awaiting the collector."""
-    kinds = (UpgradingHttpProtocol, PreparedFrameProtocol)
-    return [o for o in gc.get_objects() if type(o) in kinds]  # not isinstance: weak proxies
+    """uvicorn's connection protocols in this process (ours or its own, should the server
+    not use ours), live or awaiting the collector."""
+    kinds = (HttpToolsProtocol, WebSocketsSansIOProtocol)
+    # issubclass(type(o)), not isinstance(o): isinstance on a dead weak proxy raises.
+    return [o for o in gc.get_objects() if issubclass(type(o), kinds)]
 
 
 def all_freed(objects: list[object]) -> asyncio.Event:
@@ -390,6 +394,7 @@ async def test_a_finished_socket_is_freed_without_the_cycle_collector(
         opened = server_connections()
         # Each upgraded HTTP protocol is gone already; each WebSocket protocol is live.
         assert len(opened) == kept_alive + len(sockets)
+        assert all(type(o) in (UpgradingHttpProtocol, PreparedFrameProtocol) for o in opened)
         freed = all_freed([o for o in opened if type(o) is PreparedFrameProtocol])
         del opened
         for ws in sockets:
