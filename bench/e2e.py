@@ -134,11 +134,15 @@ async def _one_run(
             r.stop()
     await steps.wait_drained(engine, "drain", 60)
     rate = e2e["orders_per_s"]
+    host = (
+        f"loop {speed['python_loop_ms']} ms, round trip {speed['ipc_round_trip_us']} µs"
+        if speed
+        else "speed not measured"
+    )
     say(
         f"  {rate} orders/s; submit p99 {e2e['submit_ms']['p99']} ms; "
         f"e2e p50 {e2e['e2e_ms']['p50']} ms; delivery p99 {e2e['delivery_ms']['p99']} ms; "
-        f"other processes used {e2e['cpu']['other_cpu_s']} CPU-s; host: loop "
-        f"{speed['python_loop_ms']} ms, round trip {speed['ipc_round_trip_us']} µs"
+        f"other processes used {e2e['cpu']['other_cpu_s']} CPU-s; host: {host}"
     )
     return {
         "speed": speed,
