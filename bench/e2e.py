@@ -9,7 +9,7 @@ PostgreSQL, and POST latency under an open-loop load at a fixed rate while the w
 from dataclasses import dataclass
 from typing import Any
 
-from bench import baseline, counters, steps, trace
+from bench import baseline, counters, report, steps, trace
 from bench.clients import say
 from bench.profile import Profiling, Recorder, analyse
 from bench.stack import Engine, Servers
@@ -134,15 +134,11 @@ async def _one_run(
             r.stop()
     await steps.wait_drained(engine, "drain", 60)
     rate = e2e["orders_per_s"]
-    host = (
-        f"loop {speed['python_loop_ms']} ms, round trip {speed['ipc_round_trip_us']} µs"
-        if speed
-        else "speed not measured"
-    )
     say(
         f"  {rate} orders/s; submit p99 {e2e['submit_ms']['p99']} ms; "
         f"e2e p50 {e2e['e2e_ms']['p50']} ms; delivery p99 {e2e['delivery_ms']['p99']} ms; "
-        f"other processes used {e2e['cpu']['other_cpu_s']} CPU-s; host: {host}"
+        f"other processes used {e2e['cpu']['other_cpu_s']} CPU-s; "
+        f"host speed {report.speed_text(speed)}"
     )
     return {
         "speed": speed,

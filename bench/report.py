@@ -42,7 +42,7 @@ def _e2e(s: dict[str, Any]) -> list[Section]:
         [
             "host speed before each run",
             "",
-            ", ".join(_speed(x) for x in m.get("speed_runs", [])),
+            ", ".join(speed_text(x) for x in m.get("speed_runs", [])),
             "lower is faster",
         ],
         ["submit (POST) p50 / p95 / p99 ms", _trio(m["submit_ms"], "p50", "p95", "p99"), "", ""],
@@ -255,7 +255,8 @@ def _preamble(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def _speed(speed: dict[str, float] | None) -> str:
+def speed_text(speed: dict[str, float] | None) -> str:
+    """A host speed (`steps.speed_reference`) as "loop ms / round trip µs", "-" if missing."""
     if not speed:
         return "-"
     return f"{_v(speed['python_loop_ms'])} ms / {_v(speed['ipc_round_trip_us'])} µs"
@@ -264,11 +265,13 @@ def _speed(speed: dict[str, float] | None) -> str:
 def _speed_line(results: dict[str, Any]) -> str:
     """The host's speed through the run: every figure moves with it on a shared host."""
     m = results["machine"]
-    per = "; ".join(f"{name} {_speed(s.get('speed'))}" for name, s in results["scenarios"].items())
+    per = "; ".join(
+        f"{name} {speed_text(s.get('speed'))}" for name, s in results["scenarios"].items()
+    )
     return (
         "Host speed (lower is faster): a fixed Python loop, ms / a round trip between two "
-        f"processes, µs: {_speed(m.get('speed_at_start'))} at start"
-        f"{'; ' + per if per else ''}; {_speed(m.get('speed_at_end'))} at end. Figures from "
+        f"processes, µs: {speed_text(m.get('speed_at_start'))} at start"
+        f"{'; ' + per if per else ''}; {speed_text(m.get('speed_at_end'))} at end. Figures from "
         "runs on different hosts, or at very different host speeds, are not comparable "
         "(bench/README.md, 'Reading the figures')."
     )
