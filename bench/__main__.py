@@ -65,6 +65,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per e2e run")
     parser.add_argument("--clients", type=int, help="concurrent e2e clients")
     parser.add_argument("--worker-concurrency", type=int, help="WORKER_CONCURRENCY for e2e")
+    parser.add_argument(
+        "--tcp", action="store_true", help="reach PostgreSQL and Valkey over TCP loopback"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -110,9 +113,13 @@ async def main(args: argparse.Namespace) -> int:
     }
     started = time.monotonic()
     failed: list[str] = []
-    servers = Servers()
+    servers = Servers(tcp=args.tcp)
+    results["machine"]["transport"] = servers.transport
     try:
-        say(f"» starting PostgreSQL (fsync on) and Valkey (appendfsync everysec) in {servers.root}")
+        say(
+            "» starting PostgreSQL (fsync on) and Valkey (appendfsync everysec) in "
+            f"{servers.root}, reached over {servers.transport}"
+        )
         servers.start()
         if profiling is not None:
             await servers.enable_stat_statements()

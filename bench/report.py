@@ -247,7 +247,10 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         "Everything runs on this machine: PostgreSQL (fsync on, synchronous commit), Valkey "
         "(append-only, fsync every second), the API, the worker(s), and the load generators, "
         "which are separate processes using uvloop and share the same 2 cores: their CPU is "
-        "counted in the tables, and CPU used by other processes on the machine is reported.",
+        "counted in the tables, and CPU used by other processes on the machine is reported. "
+        # Results written before the transport was recorded all used TCP loopback.
+        f"The API and the workers reach PostgreSQL and Valkey over "
+        f"{m.get('transport', 'TCP loopback')}.",
         "Event delivery latency is client receipt - the event's `at` (PostgreSQL "
         "clock_timestamp() as the row is written, just before commit): commit → receipt, "
         "including the publish, the hub and the socket; only events committed after the "

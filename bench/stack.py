@@ -88,20 +88,31 @@ def _read_pid(path: Path) -> int:
 
 
 class Servers:
-    """PostgreSQL and Valkey for the whole suite, in a temporary folder."""
+    """PostgreSQL and Valkey for the whole suite, in a temporary folder.
 
-    def __init__(self) -> None:
+    Every process reaches them over Unix sockets, as processes sharing a machine with their
+    database should: on this kind of machine a round trip costs the client ~20-25 µs less CPU
+    than over TCP loopback, and the server too. `tcp=True` uses TCP loopback instead, for a
+    deployment whose database is on another host.
+    """
+
+    def __init__(self, tcp: bool = False) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="oee-bench-")
         self.root = Path(self._tmp.name)
         os.chmod(self.root, 0o755)  # as root, PostgreSQL runs as `nobody`, which must get in
-        self.pg = EmbeddedPostgres(self.root / "pg", fast=False)
-        self.valkey = EmbeddedValkey(self.root / "valkey", persist=True)
+        sockets = None if tcp else self.root / "s"
+        self.pg = EmbeddedPostgres(self.root / "pg", fast=False, socket_dir=sockets)
+        self.valkey = EmbeddedValkey(self.root / "valkey", persist=True, socket_dir=sockets)
+        self.transport = "TCP loopback" if tcp else "Unix sockets"
+        self._tcp = tcp
         self.admin_url = ""
         self.redis_url = ""
 
     def start(self) -> None:
-        self.admin_url = self.pg.start(timeout_s=60)
-        self.redis_url = self.valkey.start()
+        self.pg.start(timeout_s=60)
+        self.valkey.start()
+        self.admin_url = self.db_url("postgres")
+        self.redis_url = self.valkey.url if self._tcp else self.valkey.socket_url
 
     async def enable_stat_statements(self) -> None:
         """Load pg_stat_statements (a restart of this suite's own server), for profiling."""
@@ -111,7 +122,7 @@ class Servers:
         finally:
             await conn.close()
         self.pg.stop()
-        self.admin_url = self.pg.start(timeout_s=60)
+        self.pg.start(timeout_s=60)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -129,7 +140,9 @@ class Servers:
         return _read_pid(self.valkey.data_dir / "valkey.pid")
 
     def db_url(self, name: str) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + "/" + name
+        if self._tcp:
+            return self.pg.url.rsplit("/", 1)[0] + "/" + name
+        return self.pg.socket_url(name)
 
     async def fresh_database(self, name: str) -> str:
         """Drop and create database `name`, apply the migrations, and return its URL."""

