@@ -113,7 +113,9 @@ async def main(args: argparse.Namespace) -> int:
     }
     started = time.monotonic()
     failed: list[str] = []
-    servers = Servers(tcp=args.tcp)
+    # The profile's Redis trace tells the API from the worker by their TCP ports; over Unix
+    # sockets MONITOR shows every client as the same socket.
+    servers = Servers(tcp=args.tcp or args.profile)
     results["machine"]["transport"] = servers.transport
     try:
         say(

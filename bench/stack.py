@@ -91,9 +91,9 @@ class Servers:
     """PostgreSQL and Valkey for the whole suite, in a temporary folder.
 
     Every process reaches them over Unix sockets, as processes sharing a machine with their
-    database should: on this kind of machine a round trip costs the client ~20-25 µs less CPU
-    than over TCP loopback, and the server too. `tcp=True` uses TCP loopback instead, for a
-    deployment whose database is on another host.
+    database should: on this kind of machine a round trip costs ~20-25 µs less CPU than over
+    TCP loopback, client and server together (bench/README.md, item 13). `tcp=True` uses TCP
+    loopback instead, as for a database on another host.
     """
 
     def __init__(self, tcp: bool = False) -> None:
@@ -123,6 +123,7 @@ class Servers:
             await conn.close()
         self.pg.stop()
         self.pg.start(timeout_s=60)
+        self.admin_url = self.db_url("postgres")  # the port may have changed
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -35,6 +35,7 @@ import importlib.metadata
 import importlib.util
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -45,7 +46,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,17 +412,25 @@ def _run(
 # sun_path is 108 bytes on Linux (104 on macOS), terminating NUL included.
 _MAX_SOCKET_PATH = 103
 _LONGEST_SOCKET_NAME = len("/.s.PGSQL.65535.lock")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~-]+")
 
 
 def _usable_socket_dir(socket_dir: Path) -> Path:
-    """`socket_dir`, created if needed and open to the PostgreSQL account (the server writes its
-    socket there), or DevstackError if a socket path in it would be too long to bind."""
+    """`socket_dir`, created if missing, or DevstackError if a socket path in it would be too
+    long to bind or could not be written into a URL as it is. A folder created here is open to
+    the PostgreSQL account (the server writes its socket there); an existing one is left as it
+    is and must already be."""
     socket_dir = Path(socket_dir).absolute()
     if len(os.fsencode(socket_dir)) + _LONGEST_SOCKET_NAME > _MAX_SOCKET_PATH:
         raise DevstackError(f"socket folder {socket_dir} is too long for a Unix socket path")
-    socket_dir.mkdir(parents=True, exist_ok=True)
-    # World-writable with the sticky bit, like /tmp: PostgreSQL may run as another account.
-    os.chmod(socket_dir, 0o1777)
+    # Not every client unquotes a socket path in a URL (arq does not), and PostgreSQL's socket
+    # setting and asyncpg's host are comma-separated lists: only plain characters go through.
+    if not _PLAIN_PATH.fullmatch(str(socket_dir)):
+        raise DevstackError(f"socket folder {socket_dir}: use only letters, digits and /._-~")
+    if not socket_dir.exists():
+        socket_dir.mkdir(parents=True)
+        # World-writable with the sticky bit, like /tmp: PostgreSQL may run as another account.
+        os.chmod(socket_dir, 0o1777)
     return socket_dir
 
 
@@ -504,8 +512,7 @@ class EmbeddedPostgres(_Server):
     def socket_url(self, database: str = "postgres") -> str:
         """A DSN for the `postgres` superuser and `database` through the Unix socket in
         `socket_dir` instead of TCP; raises DevstackError before start() or without one."""
-        host = urllib.parse.quote(str(self.socket_dir))
-        return f"postgresql://postgres@/{database}?host={host}&port={self.port}"
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
 
     def start(self, timeout_s: float = 30) -> str:
         """Make sure the server runs and accepts connections, and return its DSN.
@@ -713,12 +720,12 @@ class EmbeddedValkey(_Server):
     @property
     def socket_url(self) -> str:
         """`url`, through the Unix socket in `socket_dir` instead of TCP; raises DevstackError
-        without one."""
-        return f"unix://{urllib.parse.quote(str(self._socket_path))}?db=0"
+        before start() or without one."""
+        return f"unix://{self._socket_path(self.port)}?db=0"
 
-    @property
-    def _socket_path(self) -> Path:
-        return self.socket_dir / "valkey.sock"
+    def _socket_path(self, port: int) -> Path:
+        # Named by port, as PostgreSQL's are: servers may share a socket folder.
+        return self.socket_dir / f"valkey-{port}.sock"
 
     def start(self, timeout_s: float = 10) -> str:
         """Make sure the server runs and answers PING, and return its URL.
@@ -834,7 +841,7 @@ class EmbeddedValkey(_Server):
         options += ["--daemonize", "no", "--pidfile", str(self._data_dir / "valkey.pid")]
         options += ["--logfile", "", "--save", ""]  # logs go to valkey.log via stdout
         if self._socket_dir is not None:
-            options += ["--unixsocket", str(self._socket_path), "--unixsocketperm", "700"]
+            options += ["--unixsocket", str(self._socket_path(port)), "--unixsocketperm", "700"]
         if self._persist:
             options += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:
