@@ -104,7 +104,6 @@ class Servers:
         self.pg = EmbeddedPostgres(self.root / "pg", fast=False, socket_dir=sockets)
         self.valkey = EmbeddedValkey(self.root / "valkey", persist=True, socket_dir=sockets)
         self.transport = "TCP loopback" if tcp else "Unix sockets"
-        self._tcp = tcp
         self.admin_url = ""
         self.redis_url = ""
 
@@ -112,7 +111,7 @@ class Servers:
         self.pg.start(timeout_s=60)
         self.valkey.start()
         self.admin_url = self.db_url("postgres")
-        self.redis_url = self.valkey.url if self._tcp else self.valkey.socket_url
+        self.redis_url = self.valkey.local_url
 
     async def enable_stat_statements(self) -> None:
         """Load pg_stat_statements (a restart of this suite's own server), for profiling."""
@@ -141,9 +140,7 @@ class Servers:
         return _read_pid(self.valkey.data_dir / "valkey.pid")
 
     def db_url(self, name: str) -> str:
-        if self._tcp:
-            return self.pg.url.rsplit("/", 1)[0] + "/" + name
-        return self.pg.socket_url(name)
+        return self.pg.local_url(name)
 
     async def fresh_database(self, name: str) -> str:
         """Drop and create database `name`, apply the migrations, and return its URL."""

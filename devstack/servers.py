@@ -514,6 +514,13 @@ class EmbeddedPostgres(_Server):
         `socket_dir` instead of TCP; raises DevstackError before start() or without one."""
         return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
 
+    def local_url(self, database: str = "postgres") -> str:
+        """A DSN for `database` as a client on this machine should reach it: through the Unix
+        socket when the server has one, else over TCP."""
+        if self._socket_dir is not None:
+            return self.socket_url(database)
+        return f"postgresql://postgres@{HOST}:{self.port}/{database}"
+
     def start(self, timeout_s: float = 30) -> str:
         """Make sure the server runs and accepts connections, and return its DSN.
 
@@ -722,6 +729,12 @@ class EmbeddedValkey(_Server):
         """`url`, through the Unix socket in `socket_dir` instead of TCP; raises DevstackError
         before start() or without one."""
         return f"unix://{self._socket_path(self.port)}?db=0"
+
+    @property
+    def local_url(self) -> str:
+        """The URL a client on this machine should use: `socket_url` when the server has a
+        Unix socket, else `url`."""
+        return self.url if self._socket_dir is None else self.socket_url
 
     def _socket_path(self, port: int) -> Path:
         # Named by port, as PostgreSQL's are: servers may share a socket folder.

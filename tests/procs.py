@@ -63,26 +63,21 @@ class Servers:
     database_url: str = ""
     redis_url: str = ""
 
-    unix_sockets: bool = False
-
     def start(self) -> None:
-        self.database_url = self.pg.start()
-        self.redis_url = self.valkey.start()
-        if self.unix_sockets:
-            self.database_url = self.pg.socket_url()
-            self.redis_url = self.valkey.socket_url
+        self.pg.start()
+        self.valkey.start()
+        self.database_url = self.pg.local_url()
+        self.redis_url = self.valkey.local_url
 
     def restart_redis(self) -> None:
         """Graceful restart on the same data dir (SHUTDOWN flushes the append-only file)."""
         self.valkey.stop()
-        port = self.valkey.port
         self.valkey.start()
-        assert self.valkey.port == port, "Valkey came back on another port"
+        assert self.valkey.local_url == self.redis_url, "Valkey came back on another port"
 
     def restart_postgres(self) -> None:
-        port = self.pg.port
         self.pg.start()
-        assert self.pg.port == port, "PostgreSQL came back on another port"
+        assert self.pg.local_url() == self.database_url, "PostgreSQL came back on another port"
 
 
 @contextlib.contextmanager
@@ -95,7 +90,7 @@ def own_servers(unix_sockets: bool = False) -> Iterator[Servers]:
         sockets = root / "s" if unix_sockets else None
         pg = EmbeddedPostgres(root / "pg", fast=True, socket_dir=sockets)
         valkey = EmbeddedValkey(root / "vk", persist=True, socket_dir=sockets)
-        servers = Servers(root, pg, valkey, unix_sockets=unix_sockets)
+        servers = Servers(root, pg, valkey)
         try:
             servers.start()
             yield servers
