@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from app.admission import Admission
 from app.deps import Resources
 from app.errors import install_error_handlers
+from app.fastlane import EngineApp
 from app.hub import EventHub
 from app.routes import orders, sim, system, ws
 from shared import db as database
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("API ready on port %d", settings.port)
             yield
 
-    app = FastAPI(
+    app = EngineApp(
         title="Order Execution Engine",
         version="0.1.0",
         description=DESCRIPTION,

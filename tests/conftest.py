@@ -20,7 +20,9 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from redis.asyncio import Redis
+from starlette.types import ASGIApp
 
 from app.main import create_app
 from app.wsserver import SERVER_PROTOCOLS
@@ -199,12 +201,19 @@ async def make_stack(
     """Start the API (and by default one worker) with settings overrides; stopped at teardown."""
     started: list[tuple[Stack, uvicorn.Server, asyncio.Task[None]]] = []
 
-    async def start(workers: int = 1, prepared_frames: bool = True, **overrides: Any) -> Stack:
+    async def start(
+        workers: int = 1,
+        prepared_frames: bool = True,
+        serve: Callable[[FastAPI], ASGIApp] | None = None,
+        **overrides: Any,
+    ) -> Stack:
+        """`serve`, if given, wraps the app for the server (the lifespan still reaches it)."""
         settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
         await Market(redis, settings).ensure_seeded()
         port = free_port()
+        app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            app if serve is None else serve(app),
             host="127.0.0.1",
             port=port,
             log_config=None,
