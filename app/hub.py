@@ -98,14 +98,17 @@ class Subscription:
         """The task sends again; the hub only queues."""
         self._lent = False
 
-    def write_now(self, d: Delivery) -> bool:
-        """Write `d` (closing the socket after a terminal event) if the socket takes it at once,
+    def write_now(self, *ds: Delivery) -> bool:
+        """Write `ds` (the events after `last`, in order, only the last one may be terminal) in
+        one write, closing the socket after a terminal event, if the socket takes it at once,
         and advance; False, writing nothing, when there is no writer or the socket is busy."""
-        close = FINISHED_CLOSE if d.terminal else None
-        if self.writer is None or not self.writer(d.frame, close):
+        end = ds[-1]
+        close = FINISHED_CLOSE if end.terminal else None
+        frames = end.frame if len(ds) == 1 else b"".join(d.frame for d in ds)
+        if self.writer is None or not self.writer(frames, close):
             return False
-        self.last = d.seq
-        self.finished = self.closed = d.terminal
+        self.last = end.seq
+        self.finished = self.closed = end.terminal
         return True
 
     def deliver(self, d: Delivery) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import logging
 import uuid
 import weakref
 from datetime import datetime
@@ -491,3 +492,26 @@ async def test_the_benchmarks_lean_client_reads_exactly_what_the_server_sends(
     assert client.close_reason == "order finished"
     order = (await stack.http.get(f"/api/orders/{accepted['orderId']}")).json()
     assert got == order["events"] and got[-1]["status"] == "confirmed"
+
+
+# ---------------------------------------------------------------------------------------------
+# logging
+
+
+async def test_sockets_log_no_line_of_their_own(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn and websockets would log three INFO lines per socket; at hundreds of sockets a
+    second that is an access log in all but name (and its cost). The socket's own warnings and
+    errors still reach `uvicorn.error`."""
+    caplog.set_level("INFO")
+    accepted = (await stack.http.post("/api/orders/execute", json=ONE_SOL)).json()
+    events = await follow(accepted["wsUrl"])
+    assert events[-1]["status"] == "confirmed"
+    async with websockets.connect(order_url(stack, str(uuid.uuid4()))) as ws:
+        assert (await closed_with(ws))[0] == 4404
+    socket_lines = [r.getMessage() for r in caplog.records if r.name.startswith("uvicorn.error")]
+    assert socket_lines == []
+    quiet = logging.getLogger("uvicorn.error.sockets")
+    assert quiet.isEnabledFor(logging.WARNING)
+    assert quiet.parent is logging.getLogger("uvicorn.error")

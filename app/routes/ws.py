@@ -204,7 +204,14 @@ async def _catch_up(ws: WebSocket, res: Resources, sub: Subscription, order_id: 
 async def _send_all(
     ws: WebSocket, res: Resources, sub: Subscription, events: list[Delivery]
 ) -> None:
-    """Send `events` (consecutive seqs after `sub.last`), up to the terminal one."""
+    """Send `events` (consecutive seqs after `sub.last`), up to the terminal one: in one write
+    when the socket takes it at once (a replay is often the whole order), else one by one."""
+    for end, delivery in enumerate(events):
+        if delivery.terminal:
+            events = events[: end + 1]
+            break
+    if not events or sub.write_now(*events):
+        return
     for delivery in events:
         await _send(ws, sub, delivery, res.settings.ws_send_timeout_s)
         if sub.finished:
