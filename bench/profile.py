@@ -125,10 +125,10 @@ def _component(file: str) -> str:
 # Activities worth a line of their own: (label, any of these in the stack, none of these).
 # They overlap (a Redis write inside a publish counts for both); each is a share of busy time.
 ACTIVITIES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
-    ("asyncpg pool release: reset query (1 extra round trip per acquire)",
+    ("asyncpg pool release (no reset query: shared/db.py)",
      ("PoolConnectionHolder.release",), ()),
     ("asyncpg pool acquire", ("Pool._acquire",), ()),
-    ("PostgreSQL statements (excl. reset)",
+    ("PostgreSQL statements (excl. pool release)",
      ("Connection._do_execute", "Connection._execute"), ("PoolConnectionHolder.release",)),
     ("transaction BEGIN/COMMIT", ("Transaction.start", "Transaction.__aexit__"), ()),
     ("FastAPI: a sync dependency handed to the thread pool (event loop side)",
