@@ -11,15 +11,21 @@ added with `app.add_middleware` closes the lane: then every request goes through
 
 What the skipped layers did for these two requests is done here: errors are rendered by the
 app's own exception handlers (`app.errors`), looked up the way Starlette looks them up, and an
-error no handler takes propagates to the server, which logs it and answers 500 (HTTP) or
-closes with 1011 (WebSocket), as Starlette's server-error layer would. The handlers take only
-the request (no dependencies, no response model) and read `request.app`, set here.
+error no handler takes propagates to the server, which logs it and answers 500 (HTTP) or drops
+the connection (WebSocket), as it does behind FastAPI. The handlers take only the request (no
+dependencies, no response model) and read `request.app`, set here. Whatever the lane would
+not reproduce closes it, and FastAPI then serves these requests too: middleware added to the
+app, a root path, FastAPI's body-size limit or its OpenTelemetry instrumentation, and a
+catch-all error handler (for `Exception` or a status code), which Starlette renders and then
+re-raises.
 """
 
 import inspect
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -30,6 +36,7 @@ from app.routes.ws import order_socket
 
 HOT_PATH = "/api/orders/execute"
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
+SyncHandler = Callable[[Request, Exception], Response]
 
 
 class EngineApp(FastAPI):
@@ -47,9 +54,16 @@ class EngineApp(FastAPI):
         await super().__call__(scope, receive, send)
 
     def _lane_open(self, scope: Scope) -> bool:
-        # Middleware added to the app must see every request, so it closes the lane; a root
-        # path (ours or the server's) changes what `path` holds: both are FastAPI's to handle.
-        return not self.user_middleware and not self.root_path and not scope.get("root_path")
+        """False whenever FastAPI would do more for these requests than the lane does."""
+        telemetry = getattr(self, "_native_telemetry", None)  # FastAPI 0.165's OpenTelemetry
+        return not (
+            self.user_middleware
+            or self.root_path
+            or scope.get("root_path")
+            or getattr(self, "max_body_size", None) is not None
+            or (telemetry is not None and telemetry.enabled())
+            or any(k is Exception or isinstance(k, int) for k in self.exception_handlers)
+        )
 
     async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
@@ -60,8 +74,10 @@ class EngineApp(FastAPI):
             handler = self._handler_for(exc)
             if handler is None:
                 raise
-            rendered = handler(request, exc)
-            response = await rendered if inspect.isawaitable(rendered) else rendered
+            if inspect.iscoroutinefunction(handler):
+                response = await handler(request, exc)
+            else:  # as Starlette does with a plain function
+                response = await run_in_threadpool(cast(SyncHandler, handler), request, exc)
             exc.__traceback__ = None  # as Starlette does: the instance may be reused
         await response(scope, receive, send)
 

@@ -102,10 +102,11 @@ class Subscription:
         """Write `ds` (the events after `last`, in order, only the last one may be terminal) in
         one write, closing the socket after a terminal event, if the socket takes it at once,
         and advance; False, writing nothing, when there is no writer or the socket is busy."""
+        if self.writer is None:
+            return False
         end = ds[-1]
         close = FINISHED_CLOSE if end.terminal else None
-        frames = end.frame if len(ds) == 1 else b"".join(d.frame for d in ds)
-        if self.writer is None or not self.writer(frames, close):
+        if not self.writer(end.frame if len(ds) == 1 else b"".join(d.frame for d in ds), close):
             return False
         self.last = end.seq
         self.finished = self.closed = end.terminal

@@ -7,12 +7,15 @@ lane. Each case is sent both ways and the answers must match.
 """
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 import websockets
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import Stack, StackFactory
@@ -170,6 +173,34 @@ class Noting:
         if scope["type"] != "lifespan":
             self.seen.append((scope.get("method", "WS"), scope["path"]))
         await self.app(scope, receive, send)
+
+
+def _plain_500(_: Request, exc: Exception) -> Response:
+    return PlainTextResponse("boom", 500)
+
+
+# What the lane would not reproduce: each closes it (FastAPI then serves every request).
+CLOSERS: dict[str, Callable[[FastAPI], object]] = {
+    "body-size-limit": lambda app: setattr(app, "max_body_size", 1 << 20),
+    "catch-all-handler": lambda app: app.add_exception_handler(Exception, _plain_500),
+    "status-code-handler": lambda app: app.add_exception_handler(500, _plain_500),
+}
+
+
+@pytest.mark.parametrize("close", CLOSERS.values(), ids=CLOSERS.keys())
+async def test_what_the_lane_cannot_reproduce_closes_it(
+    make_stack: StackFactory, close: Callable[[FastAPI], object]
+) -> None:
+    seen: Seen = []
+
+    def serve(app: FastAPI) -> ASGIApp:
+        close(app)
+        return both_lanes(app, seen)
+
+    api = await make_stack(workers=0, serve=serve)
+    assert (await api.http.post(EXECUTE, json=ORDER)).status_code == 200
+    await _socket(api, f"orderId={uuid.uuid4()}", {})
+    assert seen == [("POST", EXECUTE), ("WS", EXECUTE)]
 
 
 async def test_other_methods_on_the_path_still_go_through_fastapi(api: Stack) -> None:

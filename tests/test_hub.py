@@ -74,6 +74,30 @@ def test_the_terminal_event_is_written_with_the_close_then_the_task_is_woken() -
     assert len(sock.frames) == 1
 
 
+@pytest.mark.parametrize("full", [False, True], ids=["taken", "refused"])
+def test_a_replay_is_one_write_closed_after_its_terminal_event(full: bool) -> None:
+    sock = Socket()
+    sub = Subscription("o", 8, sock.write)
+    sub.last = 1
+    replay = [event(2), event(3, "submitted"), event(4, "confirmed")]
+    sock.full = full
+    assert sub.write_now(*replay) is not full
+    if full:  # nothing written, nothing advanced: the task sends them one by one instead
+        assert sock.frames == [] and (sub.last, sub.finished, sub.closed) == (1, False, False)
+    else:
+        assert sock.frames == [b"".join(d.frame for d in replay)]
+        assert sock.close == FINISHED_CLOSE
+        assert (sub.last, sub.finished, sub.closed) == (4, True, True)
+
+
+def test_a_replay_short_of_the_end_leaves_the_socket_open() -> None:
+    sock = Socket()
+    sub = Subscription("o", 8, sock.write)
+    assert sub.write_now(event(1, "pending"), event(2))
+    assert sock.frames == [event(1, "pending").frame + event(2).frame] and sock.close is None
+    assert (sub.last, sub.finished, sub.closed) == (2, False, False)
+
+
 @pytest.mark.parametrize(
     "case",
     ["gap", "full-buffer", "resync"],

@@ -125,6 +125,15 @@ async def test_seed_request_is_accepted_with_ws_url_from_host(stack: Stack) -> N
     assert stored["slippageBps"] == 50
 
 
+async def test_an_order_is_queued_after_redis_forgot_its_scripts(api: Stack, redis: Redis) -> None:
+    """After a Redis restart or SCRIPT FLUSH the enqueue script is loaded again: the order is
+    queued at once, not left to the sweeper."""
+    await redis.script_flush()
+    response = await api.http.post(EXECUTE, json=SEED_ORDER)
+    assert response.status_code == 200, response.text
+    assert await redis.zscore(QUEUE, response.json()["orderId"]) is not None
+
+
 async def test_ws_url_honours_forwarded_proto_and_host(make_stack: StackFactory) -> None:
     stack = await make_stack(workers=0)
     headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dex.example.com"}

@@ -513,5 +513,6 @@ async def test_sockets_log_no_line_of_their_own(
     socket_lines = [r.getMessage() for r in caplog.records if r.name.startswith("uvicorn.error")]
     assert socket_lines == []
     quiet = logging.getLogger("uvicorn.error.sockets")
-    assert quiet.isEnabledFor(logging.WARNING)
-    assert quiet.parent is logging.getLogger("uvicorn.error")
+    assert quiet.level == logging.WARNING and not quiet.isEnabledFor(logging.INFO)
+    quiet.error("a socket's error")  # still reaches uvicorn.error's handlers (and caplog)
+    assert [r.getMessage() for r in caplog.records if r.name == quiet.name] == ["a socket's error"]
