@@ -30,6 +30,8 @@ from devstack.servers import HOST as HOST
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey, free_port
 from shared.db import migrate
 
+TREE = Path(__file__).resolve().parents[1]  # the checkout this benchmark belongs to
+
 PYTHON = sys.executable
 HEALTH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -212,6 +214,11 @@ class Engine:
             PORT=str(self.port),
             DATA_DIR=str(self.servers.root / "data"),
             PYTHONUNBUFFERED="1",
+            # The engine of this very tree: `python -m app` in a scenario's folder would
+            # otherwise import whichever checkout the environment has installed (an editable
+            # install points at one), so a copy of the tree benchmarked in an A/B would run the
+            # other copy's API and worker.
+            PYTHONPATH=os.pathsep.join(filter(None, [str(TREE), os.environ.get("PYTHONPATH")])),
         )
         return env
 
