@@ -6,8 +6,7 @@ the body limit, the exception middleware, the exit stack, the router, the route)
 WebSocket also has its dependencies solved: a profile of the API at 500 POSTs/s put ~15 % of its
 busy time in FastAPI's and Starlette's own frames. `EngineApp` hands exactly these two requests
 to their handlers itself, and everything else (including the lifespan) to FastAPI. The routes
-stay registered with FastAPI, so OpenAPI documents them and nothing else changes. Middleware
-added with `app.add_middleware` closes the lane: then every request goes through FastAPI.
+stay registered with FastAPI, so OpenAPI documents them and nothing else changes.
 
 What the skipped layers did for these two requests is done here: errors are rendered by the
 app's own exception handlers (`app.errors`), looked up the way Starlette looks them up, and an

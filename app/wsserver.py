@@ -8,12 +8,11 @@ With this extension the hub frames each event once and writes it to every idle s
 and a terminal event goes out in one write with the close frame that ends the stream.
 
 The extension (`scope["extensions"][PREPARED_FRAMES]["write"]`) takes complete frames (one, or
-several back to back: a replay goes out in one write), and optionally a close code and reason to
-follow them. It returns False, writing nothing, whenever
-the socket cannot take the frame at once: not open, closing, or its send buffer above the
-high-water mark. The caller then uses the ordinary ASGI send, which waits (with its timeout)
-for the buffer to drain. Servers without the extension leave it out of the scope and
-everything goes through ASGI.
+several back to back: a replay goes out in one write), and optionally a close code and reason
+to follow them. It returns False, writing nothing, whenever the socket cannot take them at
+once: not open, closing, or its send buffer above the high-water mark. The caller then uses
+the ordinary ASGI send, which waits (with its timeout) for the buffer to drain. Servers
+without the extension leave it out of the scope and everything goes through ASGI.
 """
 
 import logging
