@@ -507,7 +507,12 @@ class EmbeddedPostgres(_Server):
     @property
     def url(self) -> str:
         """A DSN for the `postgres` superuser and database; raises DevstackError before start()."""
-        return f"postgresql://postgres@{HOST}:{self.port}/postgres"
+        return self._tcp_url()
+
+    def _tcp_url(self, database: str = "postgres") -> str:
+        """A DSN for the `postgres` superuser and `database` over TCP; raises DevstackError
+        before start()."""
+        return f"postgresql://postgres@{HOST}:{self.port}/{database}"
 
     def socket_url(self, database: str = "postgres") -> str:
         """A DSN for the `postgres` superuser and `database` through the Unix socket in
@@ -517,9 +522,7 @@ class EmbeddedPostgres(_Server):
     def local_url(self, database: str = "postgres") -> str:
         """A DSN for `database` as a client on this machine should reach it: through the Unix
         socket when the server has one, else over TCP."""
-        if self._socket_dir is not None:
-            return self.socket_url(database)
-        return f"postgresql://postgres@{HOST}:{self.port}/{database}"
+        return self._tcp_url(database) if self._socket_dir is None else self.socket_url(database)
 
     def start(self, timeout_s: float = 30) -> str:
         """Make sure the server runs and accepts connections, and return its DSN.
