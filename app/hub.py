@@ -255,8 +255,20 @@ class EventHub:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, data: bytes) -> None:
+        """One channel message: an event, or a JSON array of events in order."""
         try:
-            event = orjson.loads(data)
+            decoded = orjson.loads(data)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, list):
+            for event in decoded:
+                self._dispatch_event(event, None, data)
+        else:
+            self._dispatch_event(decoded, data, data)
+
+    def _dispatch_event(self, event: Any, raw: bytes | None, data: bytes) -> None:
+        """`raw`: the event's own JSON, when the message was just this event."""
+        try:
             order_id = event.get("orderId", "")
             subs = self._subs.get(order_id)
             remembered = order_id in self._recent or (
@@ -264,7 +276,7 @@ class EventHub:
             )
             if not subs and not remembered:  # nobody needs it framed
                 return
-            delivery = Delivery.of(event, data)
+            delivery = Delivery.of(event, raw)
         except (ValueError, KeyError, TypeError, AttributeError):  # not an event: never ours
             log.warning("event hub skipped a malformed message: %.200r", data)
             return

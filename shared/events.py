@@ -23,16 +23,25 @@ async def publish_many(redis: Redis, events: Sequence[dict[str, Any]]) -> None:
     """Publish committed events, in order, and keep the active-orders cache in step with them,
     in one round trip.
 
+    However many events, they go out as one message: the event itself, or a JSON array of them
+    in order (`app.hub` reads both). A worker's batch of a hundred transitions then costs
+    Redis, and every API process, one message instead of a hundred.
+
     Pub/sub is best effort by nature (nobody listening = dropped); subscribers recover
     anything missed from PostgreSQL, which already holds the events.
     """
     if not events:
         return
+    # An order that starts and ends in the same batch is added, then removed.
+    ended = [e["orderId"] for e in events if e["status"] in TERMINAL_STATUSES]
+    started = [
+        e["orderId"] for e in events if e["seq"] == 1 and e["status"] not in TERMINAL_STATUSES
+    ]
     async with redis.pipeline(transaction=False) as pipe:
-        for event in events:
-            pipe.publish(keys.EVENTS_CHANNEL, encode(event))
-            if event["status"] in TERMINAL_STATUSES:
-                pipe.srem(keys.ACTIVE_ORDERS, event["orderId"])
-            elif event["seq"] == 1:
-                pipe.sadd(keys.ACTIVE_ORDERS, event["orderId"])
+        message = encode(events[0]) if len(events) == 1 else orjson.dumps(list(events))
+        pipe.publish(keys.EVENTS_CHANNEL, message)
+        if started:
+            pipe.sadd(keys.ACTIVE_ORDERS, *started)
+        if ended:
+            pipe.srem(keys.ACTIVE_ORDERS, *ended)
         await pipe.execute()

@@ -4,7 +4,8 @@ PREFIX = "oee:"
 
 # arq queue that carries order jobs.
 QUEUE_NAME = PREFIX + "queue"
-# One pub/sub channel for every order event; each API process holds one subscription.
+# One pub/sub channel for every order event; each API process holds one subscription. A message
+# is one event (a JSON object) or several, in order (a JSON array): `shared.events`.
 EVENTS_CHANNEL = PREFIX + "events"
 # Set of order ids that have not reached a terminal status (the active-orders cache).
 ACTIVE_ORDERS = PREFIX + "active"

@@ -17,6 +17,7 @@ import orjson
 import websockets
 from redis.asyncio import Redis
 
+from shared import events, keys
 from tests.conftest import StackFactory
 from tests.helpers import follow, until_closed, wait_terminal
 
@@ -286,3 +287,44 @@ async def test_a_malformed_message_on_the_events_channel_does_not_stop_the_hub(
         rest = await until_closed(ws, TIMEOUT_S)
     assert [e["status"] for e in rest] == ["routing", "building", "submitted", "confirmed"]
     assert ws.close_code == 1000
+
+
+async def test_a_batch_of_events_is_one_message_and_each_reaches_its_socket(
+    make_stack: StackFactory, redis: Redis, db: asyncpg.Connection
+) -> None:
+    """A worker publishes its batch of transitions as one message (a JSON array): the socket
+    still gets each of its order's events, in order, and the active-orders set follows them,
+    an order that starts and ends in the same batch included."""
+    stack = await make_stack(workers=0, ws_check_s=3600)  # live delivery only, no repair
+    accepted = await stack.submit(_order("9"))
+    order_id = accepted["orderId"]
+    steps = [
+        {"status": "routing", "attempt": 1},
+        {"status": "failed", "attempt": 1, "error": "stopped", "code": "INTERNAL"},
+    ]
+    await _store_events(db, order_id, 2, steps)
+    born, ended = str(uuid.uuid4()), str(uuid.uuid4())
+    batch = [
+        {"orderId": born, "seq": 1, "status": "pending", "attempt": 0},
+        {"orderId": ended, "seq": 1, "status": "pending", "attempt": 0},
+        *({"orderId": order_id, "seq": seq, **e} for seq, e in enumerate(steps, start=2)),
+        {"orderId": ended, "seq": 2, "status": "cancelled", "attempt": 0},
+    ]
+    channel = redis.pubsub(ignore_subscribe_messages=True)
+    await channel.subscribe(keys.EVENTS_CHANNEL)
+    async with websockets.connect(accepted["wsUrl"]) as ws:
+        async with asyncio.timeout(TIMEOUT_S):
+            assert orjson.loads(await ws.recv())["seq"] == 1
+            await events.publish_many(redis, batch)
+            await redis.publish(keys.EVENTS_CHANNEL, b"end")
+            seen = []
+            async for message in channel.listen():
+                if message["data"] == b"end":
+                    break
+                seen.append(message["data"])
+        rest = await until_closed(ws, TIMEOUT_S)
+    await channel.aclose()  # type: ignore[no-untyped-call]
+    assert seen == [orjson.dumps(batch)]
+    assert [(e["seq"], e["status"]) for e in rest] == [(2, "routing"), (3, "failed")]
+    assert ws.close_code == 1000
+    assert await redis.smembers(keys.ACTIVE_ORDERS) == {born.encode()}

@@ -186,6 +186,23 @@ def test_an_order_seen_from_its_first_event_replays_from_memory() -> None:
     assert frames[1:] == [text_frame(message("a", seq)) for seq in (2, 3)]
 
 
+def test_a_message_of_several_events_is_taken_event_by_event() -> None:
+    """A worker's batch arrives as one JSON array; anything in it that is not an event is
+    skipped, and the events around it still count."""
+    h = hub()
+    batch = [orjson.loads(message("a", seq)) for seq in (1, 2)]
+    h._dispatch(orjson.dumps([batch[0], 7, batch[1]]))
+    with h.subscribe("a", Socket().write) as sub:
+        sub.last = 2
+        sub.lend()
+        h._dispatch(orjson.dumps([orjson.loads(message("a", 3)), orjson.loads(message("b", 1))]))
+        assert sub.last == 3
+    assert [d.frame for d in h.recent("a", 0) or []] == [
+        text_frame(message("a", seq)) for seq in (1, 2, 3)
+    ]
+    assert seqs(h.recent("b", 0)) == [1]
+
+
 def test_an_order_joined_midway_or_with_a_gap_is_left_to_postgresql() -> None:
     h = hub()
     h._dispatch(message("late", 2))  # the hub was not there for seq 1
