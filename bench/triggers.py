@@ -40,7 +40,7 @@ async def run(servers: Servers, cfg: Config) -> dict[str, Any]:
     settings = Settings(
         _env_file=None,
         database_url=url,
-        redis_url=servers.redis_url,  # type: ignore[call-arg]
+        redis_url=servers.redis_url,
         sim_latency_scale=0,
         sim_seed=11,
     )

@@ -34,7 +34,7 @@ class Config:
 
 async def run(servers: Servers, cfg: Config) -> dict[str, Any]:
     await servers.flush_redis()
-    settings = Settings(_env_file=None, redis_url=servers.redis_url, sim_latency_scale=0)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, redis_url=servers.redis_url, sim_latency_scale=0)
     redis = await create_pool(RedisSettings.from_dsn(servers.redis_url))
     gaps: list[float] = []
     try:

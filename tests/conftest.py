@@ -188,7 +188,7 @@ def test_settings(database_url: str, redis_url: str, data_dir: Path, **overrides
         "data_dir": str(data_dir),
         "log_level": "INFO",
     }
-    return Settings(_env_file=None, **(base | overrides))  # type: ignore[call-arg]
+    return Settings(_env_file=None, **(base | overrides))
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
