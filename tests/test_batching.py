@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 import pytest
 from arq.connections import RedisSettings, create_pool
-from arq.constants import in_progress_key_prefix
-from arq.worker import func
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.worker import Retry, func
 
 from shared import keys, queries
 from shared.batching import Coalescer
@@ -159,6 +159,57 @@ async def test_one_poll_claims_the_queued_jobs_behind_running_ones(infra: Infra)
         await asyncio.gather(*worker.tasks.values())
         assert sorted(ran) == ids[2:5]
         assert not await arq.exists(*(in_progress_key_prefix + j for j in ids[2:5]))
+    finally:
+        await arq.flushdb()
+        await worker.close()
+
+
+async def test_jobs_that_end_together_are_finished_in_one_transaction(infra: Infra) -> None:
+    """Three jobs end at once, one of them asking to be retried: one MULTI/EXEC finishes all
+    three as arq would have one by one."""
+    arq = await create_pool(RedisSettings.from_dsn(infra.redis_url))
+    await arq.flushdb()
+    release, all_started = asyncio.Event(), asyncio.Event()
+    started: list[str] = []
+
+    async def job(ctx: dict[str, Any], order_id: str) -> None:
+        started.append(order_id)  # arq's own start-up round trip for this job is done
+        if len(started) == 3:
+            all_started.set()
+        await release.wait()
+        if order_id == "job-again":
+            raise Retry(defer=60)
+
+    worker = OrderWorker(
+        functions=[func(job, name=EXECUTE_ORDER)],
+        redis_pool=arq,
+        queue_name=keys.QUEUE_NAME,
+        max_jobs=3,
+        keep_result=0,
+        handle_signals=False,
+        lease_s=10,
+    )
+    ids = ["job-a", "job-b", "job-again"]
+    for job_id in ids:
+        assert await enqueue_order(arq, job_id)
+    try:
+        await worker.start_jobs([job_id.encode() for job_id in ids])
+        assert sorted(worker.tasks) == sorted(ids)
+        async with asyncio.timeout(10):
+            await all_started.wait()
+        before = (await arq.info("commandstats"))["cmdstat_exec"]["calls"]
+        score = await arq.zscore(keys.QUEUE_NAME, "job-again")
+        release.set()
+        await asyncio.gather(*worker.tasks.values())
+        assert (await arq.info("commandstats"))["cmdstat_exec"]["calls"] == before + 1
+        for done in ("job-a", "job-b"):
+            assert await arq.zscore(keys.QUEUE_NAME, done) is None
+            assert not await arq.exists(
+                in_progress_key_prefix + done, job_key_prefix + done, retry_key_prefix + done
+            )
+        assert await arq.zscore(keys.QUEUE_NAME, "job-again") >= score + 60_000  # re-queued
+        assert await arq.exists(job_key_prefix + "job-again")
+        assert not await arq.exists(in_progress_key_prefix + "job-again")
     finally:
         await arq.flushdb()
         await worker.close()

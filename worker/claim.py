@@ -1,18 +1,32 @@
-"""arq's worker with a one-round-trip job claim that starts the job's lease.
+"""arq's worker with a one-round-trip job claim that starts the job's lease, and job finishes
+coalesced into one transaction.
 
 arq claims each job it read from the queue on its own, in four round trips (WATCH, EXISTS,
 ZSCORE, MULTI/PSETEX/EXEC), one job after another. This claims as many of a poll's jobs as there
 are free slots in one Lua script with the same checks (not already running, still queued, due),
 and gives the in-progress mark the short renewable lease of `worker.jobs.job_lease` at once,
 instead of arq's whole job timeout.
+
+arq also ends every job with its own MULTI/EXEC round trip. Here the jobs that end while the
+previous finish is in flight share the next one: the same commands, for all of them, in one
+MULTI/EXEC (`shared.batching.Coalescer`).
 """
 
+from dataclasses import dataclass
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
-from arq.utils import timestamp_ms
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.utils import timestamp_ms, to_ms
 from arq.worker import Worker
 from redis.commands.core import AsyncScript
+
+from shared.batching import Coalescer
 
 # KEYS: the queue. ARGV: now ms, lease ms, in-progress key prefix, at most how many to claim,
 # job ids in queue order (running jobs stay in the queue until they finish: skip them).
@@ -35,13 +49,69 @@ return out
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    """The arguments of `arq.worker.Worker.finish_job`."""
+
+    job_id: str
+    finish: bool
+    result_data: bytes | None
+    result_timeout_s: float | None
+    keep_result_forever: bool
+    incr_score: int | None
+    keep_in_progress: float | None
+
+
 class OrderWorker(Worker):
-    """`arq.worker.Worker` whose job claim is one script per poll (see the module doc)."""
+    """`arq.worker.Worker` whose job claim is one script per poll and whose job finishes are
+    coalesced (see the module doc)."""
 
     def __init__(self, *args: Any, lease_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lease_ms = int(lease_s * 1000)
         self._claim: AsyncScript | None = None
+        self._finishes: Coalescer[_Finish, None] = Coalescer(self._finish_many)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        await self._finishes.submit(
+            _Finish(
+                job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score,
+                keep_in_progress,
+            )
+        )  # fmt: skip
+
+    async def _finish_many(self, finishes: list[_Finish]) -> list[None]:
+        """arq's `finish_job`, command for command, for every job in one MULTI/EXEC."""
+        async with self.pool.pipeline(transaction=True) as tr:
+            for f in finishes:
+                in_progress_key = in_progress_key_prefix + f.job_id
+                delete_keys = []
+                if f.keep_in_progress is None:
+                    delete_keys.append(in_progress_key)
+                else:
+                    tr.pexpire(in_progress_key, to_ms(f.keep_in_progress))
+                if f.finish:
+                    if f.result_data:
+                        expire = None if f.keep_result_forever else f.result_timeout_s
+                        tr.set(result_key_prefix + f.job_id, f.result_data, px=to_ms(expire))
+                    delete_keys += [retry_key_prefix + f.job_id, job_key_prefix + f.job_id]
+                    tr.zrem(abort_jobs_ss, f.job_id)
+                    tr.zrem(self.queue_name, f.job_id)
+                elif f.incr_score:
+                    tr.zincrby(self.queue_name, f.incr_score, f.job_id)
+                if delete_keys:
+                    tr.delete(*delete_keys)
+            await tr.execute()
+        return [None] * len(finishes)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if not job_ids:
