@@ -283,6 +283,36 @@ def _best_output(pools: list[Pool], mint_in: str, amount_in: int) -> tuple[int, 
     return max(outs)
 
 
+async def test_pool_reads_asked_together_share_a_round_trip_and_see_earlier_writes(
+    stack: Stack,
+) -> None:
+    """Concurrent orders quoting the same pair read its pools once; a read asked for after a
+    write still sees it."""
+    market = Market(stack.redis, stack.settings)
+    sol, usdc, bonk = SOL, USDC, _token("BONK")
+
+    async def hvals_calls() -> int:
+        return int((await stack.redis.info("commandstats"))["cmdstat_hvals"]["calls"])
+
+    await market.pools(sol.mint, usdc.mint)
+    before = await hvals_calls()
+    *same, other = await asyncio.gather(
+        *(market.pools(sol.mint, usdc.mint) for _ in range(5)), market.pools(bonk.mint, sol.mint)
+    )
+    assert await hvals_calls() == before + 2  # one per pair
+    assert all(pools == same[0] for pools in same) and {p.address for p in other}.isdisjoint(
+        p.address for p in same[0]
+    )
+    pool = same[0][0]
+    moved, _ = pool.swap(sol.mint, 10**9, int(time.time()))
+    version = int(await stack.redis.get(keys.pool_version_key(pool.address)))
+    in_flight = asyncio.ensure_future(market.pools(sol.mint, usdc.mint))
+    assert await market.write_pool(moved, version)
+    after = {p.address: p for p in await market.pools(sol.mint, usdc.mint)}
+    assert after[pool.address].state == moved.state
+    await in_flight
+
+
 async def test_routing_picks_the_highest_net_output_in_random_trials(stack: Stack) -> None:
     rng = random.Random(2024)
     market = Market(stack.redis, stack.settings)

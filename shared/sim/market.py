@@ -14,6 +14,7 @@ from decimal import Decimal
 from redis.asyncio import Redis
 
 from shared import keys
+from shared.batching import Coalescer
 from shared.market.meteora import METEORA_DLMM, dlmm_new
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, cp_new
 from shared.market.tokens import PAIRS, Token, price_to_base_units, resolve_token
@@ -63,6 +64,8 @@ class Market:
         # the last one (only the pool a swap used moves), and decoding a DLMM pool's bins is
         # most of what a quote costs. Pools are immutable, so sharing one object is safe.
         self._decoded: dict[bytes, Pool] = {}
+        # Every pair read asked for while one is in flight goes in the next round trip.
+        self._pair_reads: Coalescer[str, list[bytes]] = Coalescer(self._read_pairs)
 
     async def _latency(self, seconds: float) -> None:
         scale = self.settings.sim_latency_scale
@@ -152,8 +155,18 @@ class Market:
     # --- reads ---------------------------------------------------------------------------------
 
     async def pools(self, mint_a: str, mint_b: str) -> list[Pool]:
-        raw = await self.redis.hvals(keys.pools_key(pair_key(mint_a, mint_b)))
+        raw = await self._pair_reads.submit(keys.pools_key(pair_key(mint_a, mint_b)))
         return [self._decode(r) for r in raw]
+
+    async def _read_pairs(self, hashes: list[str]) -> list[list[bytes]]:
+        """Each distinct pair's pools read once, all in one round trip; each read is sent
+        after it was asked for, so a process still reads its own writes."""
+        distinct = list(dict.fromkeys(hashes))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for h in distinct:
+                pipe.hvals(h)
+            found = dict(zip(distinct, await pipe.execute(), strict=True))
+        return [found[h] for h in hashes]
 
     async def pool(self, address: str) -> Pool | None:
         pk = self._pair_of.get(address)
