@@ -262,12 +262,12 @@ class EventHub:
             decoded = None
         if isinstance(decoded, list):
             for event in decoded:
-                self._dispatch_event(event, None, data)
+                self._dispatch_event(event, None)
         else:
-            self._dispatch_event(decoded, data, data)
+            self._dispatch_event(decoded, data)
 
-    def _dispatch_event(self, event: Any, raw: bytes | None, data: bytes) -> None:
-        """`raw`: the event's own JSON, when the message was just this event."""
+    def _dispatch_event(self, event: Any, raw: bytes | None) -> None:
+        """`raw`: the message, when it was just this event (its JSON, framed as it is)."""
         try:
             order_id = event.get("orderId", "")
             subs = self._subs.get(order_id)
@@ -278,7 +278,7 @@ class EventHub:
                 return
             delivery = Delivery.of(event, raw)
         except (ValueError, KeyError, TypeError, AttributeError):  # not an event: never ours
-            log.warning("event hub skipped a malformed message: %.200r", data)
+            log.warning("event hub skipped a malformed event: %.200r", raw or event)
             return
         self._remember(order_id, delivery)
         for sub in subs or ():  # nothing here awaits, so the set cannot change under us

@@ -144,7 +144,7 @@ ACTIVITIES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("coalesced writes: transitions + publish, run starts", ("(worker/writes.py",), ()),
     ("arq: run_job bookkeeping (outside the job itself)", ("Worker.run_job",),
      ("execute_order (worker/jobs.py",)),
-    ("arq: finish_job", ("Worker.finish_job", "Worker.finish_failed_job"), ()),
+    ("arq: finish_job", ("Worker.finish_job", "Worker.finish_failed_job", "_finish_many"), ()),
     ("Redis: writing commands to the socket", ("send_packed_command",), ()),
     ("Redis: events.publish (PUBLISH + SADD/SREM)", ("publish_many (shared/events.py",), ()),
     ("job lease renewal", ("job_lease",), ()),

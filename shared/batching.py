@@ -23,12 +23,23 @@ class Coalescer(Generic[T, R]):
     At most `max_in_flight` flushes run at once, each with at most `max_batch` items. When a
     flush raises, every caller in that batch gets the exception. A caller that is cancelled
     does not take its item back: like any statement already sent, it may still be applied.
+    With `timeout_s`, a flush that takes longer is cancelled and its callers get TimeoutError,
+    so that one stuck round trip cannot hold every later call behind it; use it only where a
+    flush cut short is safe to leave (its commands may or may not have been applied).
     """
 
-    def __init__(self, flush: Flush[T, R], *, max_batch: int = 200, max_in_flight: int = 1):
+    def __init__(
+        self,
+        flush: Flush[T, R],
+        *,
+        max_batch: int = 200,
+        max_in_flight: int = 1,
+        timeout_s: float | None = None,
+    ):
         self._flush = flush
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
+        self._timeout_s = timeout_s
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._in_flight = 0
         self._kick_scheduled = False
@@ -56,7 +67,8 @@ class Coalescer(Generic[T, R]):
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            results = await self._flush([item for item, _ in batch])
+            async with asyncio.timeout(self._timeout_s):
+                results = await self._flush([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"flush returned {len(results)} results for {len(batch)}")
         except asyncio.CancelledError:

@@ -302,7 +302,6 @@ async def test_a_batch_of_events_is_one_message_and_each_reaches_its_socket(
         {"status": "routing", "attempt": 1},
         {"status": "failed", "attempt": 1, "error": "stopped", "code": "INTERNAL"},
     ]
-    await _store_events(db, order_id, 2, steps)
     born, ended = str(uuid.uuid4()), str(uuid.uuid4())
     batch = [
         {"orderId": born, "seq": 1, "status": "pending", "attempt": 0},
@@ -310,11 +309,14 @@ async def test_a_batch_of_events_is_one_message_and_each_reaches_its_socket(
         *({"orderId": order_id, "seq": seq, **e} for seq, e in enumerate(steps, start=2)),
         {"orderId": ended, "seq": 2, "status": "cancelled", "attempt": 0},
     ]
-    channel = redis.pubsub(ignore_subscribe_messages=True)
+    channel = redis.pubsub()
     await channel.subscribe(keys.EVENTS_CHANNEL)
     async with websockets.connect(accepted["wsUrl"]) as ws:
         async with asyncio.timeout(TIMEOUT_S):
+            confirmation = await channel.get_message(timeout=TIMEOUT_S)
+            assert confirmation is not None and confirmation["type"] == "subscribe"
             assert orjson.loads(await ws.recv())["seq"] == 1
+            await _store_events(db, order_id, 2, steps)  # only the live feed can bring these
             await events.publish_many(redis, batch)
             await redis.publish(keys.EVENTS_CHANNEL, b"end")
             seen = []

@@ -73,6 +73,20 @@ async def test_a_failed_flush_fails_every_caller_in_it_and_the_next_one_works() 
     assert await coalescer.submit(7) == 70
 
 
+async def test_a_flush_past_its_timeout_fails_its_callers_and_the_next_one_works() -> None:
+    rec = Recorder()
+    rec.gate = asyncio.Event()  # never set: the first flush hangs, like a lost reply
+    coalescer: Coalescer[int, int] = Coalescer(rec.flush, timeout_s=0.05)
+    stuck = asyncio.ensure_future(coalescer.submit(1))
+    await rec.started.wait()
+    waiting = asyncio.ensure_future(coalescer.submit(2))  # behind the stuck flush
+    with pytest.raises(TimeoutError):
+        await stuck
+    rec.gate.set()
+    assert await waiting == 20
+    assert rec.batches == [[1], [2]]
+
+
 async def _order(db: asyncpg.Connection) -> uuid.UUID:
     order_id = uuid.uuid4()
     new = validate_order({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1.5"})

@@ -7,9 +7,11 @@ are free slots in one Lua script with the same checks (not already running, stil
 and gives the in-progress mark the short renewable lease of `worker.jobs.job_lease` at once,
 instead of arq's whole job timeout.
 
-arq also ends every job with its own MULTI/EXEC round trip. Here the jobs that end while the
-previous finish is in flight share the next one: the same commands, for all of them, in one
-MULTI/EXEC (`shared.batching.Coalescer`).
+arq also ends every job that ran with its own MULTI/EXEC round trip. Here the jobs that end while
+the previous finish is in flight share the next one: the same commands, for all of them, in one
+MULTI/EXEC (`shared.batching.Coalescer`). If that fails, every job in it hears so, as each would
+have alone; arq's `finish_failed_job` (a job that never ran: expired, unknown, out of tries)
+still has its own.
 """
 
 from dataclasses import dataclass
@@ -27,6 +29,11 @@ from arq.worker import Worker
 from redis.commands.core import AsyncScript
 
 from shared.batching import Coalescer
+
+# A finish that takes longer fails (arq then restarts the worker's loop) instead of holding every
+# later finish, and so every job slot, behind it; its commands are safe to leave half-sent: the
+# job's lease expires and the order's run is fenced in PostgreSQL.
+FINISH_TIMEOUT_S = 10.0
 
 # KEYS: the queue. ARGV: now ms, lease ms, in-progress key prefix, at most how many to claim,
 # job ids in queue order (running jobs stay in the queue until they finish: skip them).
@@ -70,7 +77,9 @@ class OrderWorker(Worker):
         super().__init__(*args, **kwargs)
         self.lease_ms = int(lease_s * 1000)
         self._claim: AsyncScript | None = None
-        self._finishes: Coalescer[_Finish, None] = Coalescer(self._finish_many)
+        self._finishes: Coalescer[_Finish, None] = Coalescer(
+            self._finish_many, timeout_s=FINISH_TIMEOUT_S
+        )
 
     async def finish_job(
         self,

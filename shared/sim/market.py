@@ -49,6 +49,8 @@ def _pool_liquidity_usd(base: Token, quote: Token) -> Decimal:
 
 
 _DECODED_POOLS = 256  # a few states of every pool (PAIRS x 3 pools)
+# A pool read that takes longer fails, instead of holding every later read behind it.
+READ_TIMEOUT_S = 10.0
 
 
 class Market:
@@ -65,7 +67,9 @@ class Market:
         # most of what a quote costs. Pools are immutable, so sharing one object is safe.
         self._decoded: dict[bytes, Pool] = {}
         # Every pair read asked for while one is in flight goes in the next round trip.
-        self._pair_reads: Coalescer[str, list[bytes]] = Coalescer(self._read_pairs)
+        self._pair_reads: Coalescer[str, list[bytes]] = Coalescer(
+            self._read_pairs, timeout_s=READ_TIMEOUT_S
+        )
 
     async def _latency(self, seconds: float) -> None:
         scale = self.settings.sim_latency_scale
