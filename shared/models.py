@@ -17,6 +17,7 @@ from shared.market.tokens import (
     to_base_units,
     unlisted_token,
 )
+from shared.numbers import dec_str
 
 OrderType = Literal["market", "limit", "sniper"]
 TERMINAL_STATUSES = ("confirmed", "failed", "cancelled", "expired")
@@ -72,7 +73,8 @@ class NewOrder:
         """What a waiting (limit or sniper) order waits for, in words."""
         pair = f"{self.token_out.symbol} per {self.token_in.symbol}"
         if self.type == "limit":
-            return f"best net price for the full size to reach {self.limit_price} {pair}"
+            assert self.limit_price is not None  # validate_order requires one
+            return f"best net price for the full size to reach {dec_str(self.limit_price)} {pair}"
         return f"launch of {self.token_out.mint}"
 
 

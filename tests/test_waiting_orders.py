@@ -11,6 +11,7 @@ from solders.keypair import Keypair
 
 from shared import keys, queries
 from shared.db import init_connection
+from shared.numbers import dec_str
 from tests.conftest import Stack, StackFactory
 from tests.helpers import follow, wait_terminal
 
@@ -55,8 +56,9 @@ async def test_limit_order_waits_then_fills_once_the_price_crosses(stack: Stack)
     )
     accepted = await stack.submit(limit_order(limit))
     detail = (await stack.http.get(f"/api/orders/{accepted['orderId']}")).json()
-    assert detail["status"] == "pending" and detail["limitPrice"] == str(limit)
-    assert str(limit) in detail["events"][0]["waiting"]
+    # Prices go out without trailing zeros (a limit of 303.50 reads 303.5), text included.
+    assert detail["status"] == "pending" and detail["limitPrice"] == dec_str(limit)
+    assert f"reach {dec_str(limit)} USDC" in detail["events"][0]["waiting"]
     assert await stack.redis.zscore(keys.limits_key(*_mints("SOL", "USDC")), accepted["orderId"])
 
     mover = await lift_sol_price(stack, limit)
