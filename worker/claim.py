@@ -30,8 +30,9 @@ from redis.commands.core import AsyncScript
 
 from shared.batching import Coalescer
 
-# A finish that takes longer fails (arq then restarts the worker's loop) instead of holding every
-# later finish, and so every job slot, behind it; its commands are safe to leave half-sent: the
+# A finish that takes longer fails instead of holding every later finish, and so every job slot,
+# behind it: the error (a TimeoutError, an OSError) ends arq's poll loop, and `worker.__main__`
+# starts the worker again as after a lost Redis. Its commands are safe to leave half-sent: the
 # job's lease expires and the order's run is fenced in PostgreSQL.
 FINISH_TIMEOUT_S = 10.0
 
