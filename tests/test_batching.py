@@ -7,8 +7,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from arq.connections import RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.typing import WorkerCoroutine
 from arq.worker import Retry, func
 
 from shared import keys, queries
@@ -141,6 +142,19 @@ def test_a_move_names_only_updatable_columns(bad: str) -> None:
         Move(uuid.uuid4(), "routing", 1, {}, ("pending",), {bad: 1})
 
 
+def _order_worker(arq: ArqRedis, job: WorkerCoroutine) -> OrderWorker:
+    """Our worker running `job` as the order job, three at a time, with a 10 s lease."""
+    return OrderWorker(
+        functions=[func(job, name=EXECUTE_ORDER)],
+        redis_pool=arq,
+        queue_name=keys.QUEUE_NAME,
+        max_jobs=3,
+        keep_result=0,
+        handle_signals=False,
+        lease_s=10,
+    )
+
+
 async def test_one_poll_claims_the_queued_jobs_behind_running_ones(infra: Infra) -> None:
     arq = await create_pool(RedisSettings.from_dsn(infra.redis_url))
     await arq.flushdb()
@@ -151,15 +165,7 @@ async def test_one_poll_claims_the_queued_jobs_behind_running_ones(infra: Infra)
         await release.wait()
         ran.append(order_id)
 
-    worker = OrderWorker(
-        functions=[func(job, name=EXECUTE_ORDER)],
-        redis_pool=arq,
-        queue_name=keys.QUEUE_NAME,
-        max_jobs=3,
-        keep_result=0,
-        handle_signals=False,
-        lease_s=10,
-    )
+    worker = _order_worker(arq, job)
     ids = [f"job-{i}" for i in range(6)]
     for job_id in ids:  # queued in our own script, in arq's format: arq's worker runs them
         assert await enqueue_order(arq, job_id)
@@ -194,15 +200,7 @@ async def test_jobs_that_end_together_are_finished_in_one_transaction(infra: Inf
         if order_id == "job-again":
             raise Retry(defer=60)
 
-    worker = OrderWorker(
-        functions=[func(job, name=EXECUTE_ORDER)],
-        redis_pool=arq,
-        queue_name=keys.QUEUE_NAME,
-        max_jobs=3,
-        keep_result=0,
-        handle_signals=False,
-        lease_s=10,
-    )
+    worker = _order_worker(arq, job)
     ids = ["job-a", "job-b", "job-again"]
     for job_id in ids:
         assert await enqueue_order(arq, job_id)
