@@ -67,17 +67,11 @@ async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None)
         if profiling is not None:
             say("» e2e: Redis commands of single orders (MONITOR)")
             redis_trace = await trace.redis_per_order(engine)
-        posts = []
-        for i in range(cfg.post_runs):
-            label = f"POST {cfg.post_rate_per_s}/s {i + 1}/{cfg.post_runs}"
-            posts.append(
-                await steps.post_load(
-                    engine,
-                    label,
-                    int(cfg.post_rate_per_s * cfg.post_s),
-                    rate_per_s=cfg.post_rate_per_s,
-                )
-            )
+        posts = await _posts_at_rate(engine, cfg, "while the worker drains")
+        # The same load with no worker: the accept path's own latency, without the worker
+        # (and its PostgreSQL and Redis work) competing for the two cores.
+        engine.stop_workers()
+        posts_alone = await _posts_at_rate(engine, cfg, "no worker")
         profile = None
         pg_statements = None
         if statements:
@@ -96,11 +90,24 @@ async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None)
         "runs": runs,
         "durability": durable,
         "post_at_rate": posts,
-        "summary": _summary(runs, posts),
+        "post_no_worker": posts_alone,
+        "summary": _summary(runs, posts, posts_alone),
         "profile": profile,
         "pg_statements": pg_statements,
         "redis_trace": redis_trace,
     }
+
+
+async def _posts_at_rate(engine: Engine, cfg: Config, label: str) -> list[dict[str, Any]]:
+    return [
+        await steps.post_load(
+            engine,
+            f"POST {cfg.post_rate_per_s}/s, {label}, {i + 1}/{cfg.post_runs}",
+            int(cfg.post_rate_per_s * cfg.post_s),
+            rate_per_s=cfg.post_rate_per_s,
+        )
+        for i in range(cfg.post_runs)
+    ]
 
 
 async def _one_run(
@@ -152,7 +159,9 @@ async def _one_run(
     }
 
 
-def _summary(runs: list[dict[str, Any]], posts: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(
+    runs: list[dict[str, Any]], posts: list[dict[str, Any]], posts_alone: list[dict[str, Any]]
+) -> dict[str, Any]:
     e2e = [r["e2e"] for r in runs]
     cpu_roles = e2e[0]["cpu"]["cpu_ms_per_order"].keys() if e2e else []
     return {
@@ -170,10 +179,17 @@ def _summary(runs: list[dict[str, Any]], posts: list[dict[str, Any]]) -> dict[st
         "other_cpu_s": [r["cpu"]["other_cpu_s"] for r in e2e],
         "redis_commands_per_order": median_of(e2e, "per_order", "redis_commands"),
         "pg_commits_per_order": median_of(e2e, "per_order", "pg", "xact_commit"),
-        "post_at_rate": {
-            "target_per_s": posts[0]["target_per_s"] if posts else None,
-            "achieved_per_s": median_of(posts, "achieved_per_s"),
-            "submit_ms": {p: median_of(posts, "submit_ms", p) for p in ("p50", "p95", "p99")},
-            "scheduled_ms_p99": median_of(posts, "scheduled_ms", "p99"),
-        },
+        "post_at_rate": _post_summary(posts),
+        "post_no_worker": _post_summary(posts_alone),
+    }
+
+
+def _post_summary(posts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "target_per_s": posts[0]["target_per_s"] if posts else None,
+        "achieved_per_s": median_of(posts, "achieved_per_s"),
+        "submit_ms": {p: median_of(posts, "submit_ms", p) for p in ("p50", "p95", "p99")},
+        "submit_p99_runs": [p["submit_ms"]["p99"] for p in posts],
+        "scheduled_ms_p99": median_of(posts, "scheduled_ms", "p99"),
+        "machine_busy_pct": median_of(posts, "cpu", "machine_busy_pct"),
     }

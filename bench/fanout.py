@@ -33,6 +33,8 @@ class Config:
     idle_s: float = 6.0  # longer than the hub's 5 s check (WS_CHECK_S), so its cost shows
     connect_concurrency: int = 100
     target_runs: int = 3  # levels at the target (≥ 5,000) run this often; the median p99 counts
+    # The target level again with the worker at the engine's default concurrency (0 = skip).
+    paced_concurrency: int = 10
 
 
 async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None) -> dict[str, Any]:
@@ -54,6 +56,10 @@ async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None)
             levels.append(_median_run([
                 await _level(engine, cfg, subscribers, recorder) for _ in range(runs)
             ]))  # fmt: skip
+        if cfg.paced_concurrency:
+            levels.append(
+                await _level(engine, cfg, TARGET_SUBSCRIBERS, None, cfg.paced_concurrency)
+            )
     finally:
         engine.stop()
     profile = None
@@ -68,11 +74,20 @@ async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None)
 
 
 async def _level(
-    engine: Engine, cfg: Config, subscribers: int, recorder: Recorder | None
+    engine: Engine,
+    cfg: Config,
+    subscribers: int,
+    recorder: Recorder | None,
+    concurrency: int | None = None,
 ) -> dict[str, Any]:
-    """One level; `recorder` (if any) profiles the API while connecting, idle, delivering."""
+    """One level, the worker at `concurrency` (default: every order at once); `recorder` (if
+    any) profiles the API while connecting, idle, delivering."""
     assert engine.api is not None
-    say(f"» fan-out: {subscribers} subscribers on {cfg.orders} orders")
+    concurrency = concurrency or cfg.orders
+    say(
+        f"» fan-out: {subscribers} subscribers on {cfg.orders} orders, "
+        f"worker concurrency {concurrency}"
+    )
     accepted = await _queue_orders(engine, cfg.orders)
     configs = [
         {"mode": "fanout", "host": HOST, "port": engine.port, "order_ids": accepted,
@@ -108,7 +123,7 @@ async def _level(
             recorder.start()
         rss_held = rss_mb(api.pid)
         say(f"  {held} held after {connect_s:.1f} s; API idle CPU {_pct(idle_cpu)}%")
-        engine.start_worker()
+        engine.start_worker(worker_concurrency=concurrency)
         live = CpuMeter(steps.roles(engine))
         with Ticker("delivering", lambda _: f"{sum(gen.events)} events, {gen.done} closed"):
             results = await readers
@@ -128,6 +143,7 @@ async def _level(
     out = {
         "subscribers": subscribers,
         "orders": cfg.orders,
+        "worker_concurrency": concurrency,
         "held": held,
         "connect_s": round(connect_s, 2),
         "connects_per_s": round(subscribers / connect_s, 1),
