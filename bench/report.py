@@ -174,8 +174,9 @@ def _fanout(s: dict[str, Any]) -> list[Section]:
         rows,
         [f"{cfg['orders']} orders per level, subscribers spread evenly; realistic delays; at "
          "worker concurrency = orders ('all') the orders start together, so every status is a "
-         "burst of one message per subscriber (worst case); at the engine's default "
-         "concurrency (10) at most 10 orders are in flight; 'events' counts the replayed "
+         "burst of one message per subscriber (worst case); at a lower concurrency (the "
+         "engine's default is 10) at most that many orders are in flight; 'events' counts the "
+         "replayed "
          "`pending` too, and retried orders' extra events; idle CPU with every socket "
          "open and no events; µs/message = API CPU while delivering ÷ live messages"],
     )]  # fmt: skip
