@@ -66,26 +66,9 @@ def _e2e(s: dict[str, Any]) -> list[Section]:
                      f"=> <= {_v(2000 / servers)}/s, clients elsewhere", ""])  # fmt: skip
     p = m["post_at_rate"]
     p99 = p["submit_ms"]["p99"]
-    rows.append([
-        f"POST at {p['target_per_s']}/s open loop while the worker drains: achieved/s",
-        _v(p["achieved_per_s"]), _busy(p), "",
-    ])  # fmt: skip
-    rows.append([
-        "  POST p50 / p95 / p99 ms", _trio(p["submit_ms"], "p50", "p95", "p99"),
-        f"from schedule p99 {_v(p['scheduled_ms_p99'])}{_p99_runs(p)}",
-        f"p99 ≤ 20 ({_verdict(_le(p99, 20))})",
-    ])  # fmt: skip
-    alone = m.get("post_no_worker")
-    if alone:
-        rows.append([
-            f"POST at {alone['target_per_s']}/s, no worker: achieved/s",
-            _v(alone["achieved_per_s"]), _busy(alone), "",
-        ])  # fmt: skip
-        rows.append([
-            "  POST p50 / p95 / p99 ms", _trio(alone["submit_ms"], "p50", "p95", "p99"),
-            f"from schedule p99 {_v(alone['scheduled_ms_p99'])}{_p99_runs(alone)}",
-            "the accept path alone",
-        ])  # fmt: skip
+    rows += _post_rows(p, "while the worker drains", f"p99 ≤ 20 ({_verdict(_le(p99, 20))})")
+    if m.get("post_no_worker"):
+        rows += _post_rows(m["post_no_worker"], "no worker", "the accept path alone")
     d = s["durability"]
     notes = [
         f"durability: {d['orders']} orders, {d['confirmed']} confirmed, {d['open']} open, "
@@ -106,14 +89,17 @@ def _e2e(s: dict[str, Any]) -> list[Section]:
              rows, notes)]  # fmt: skip
 
 
-def _busy(posts: dict[str, Any]) -> str:
+def _post_rows(posts: dict[str, Any], label: str, target: str) -> list[list[str]]:
+    """An open-loop POST load's two rows: the rate achieved, then the latencies."""
     busy = posts.get("machine_busy_pct")
-    return "" if busy is None else f"machine {_v(busy)} % busy"
-
-
-def _p99_runs(posts: dict[str, Any]) -> str:
     runs = posts.get("submit_p99_runs") or []
-    return f"; p99 runs {', '.join(_v(x) for x in runs)}" if len(runs) > 1 else ""
+    p99_runs = f"; p99 runs {', '.join(_v(x) for x in runs)}" if len(runs) > 1 else ""
+    return [
+        [f"POST at {posts['target_per_s']}/s open loop, {label}: achieved/s",
+         _v(posts["achieved_per_s"]), "" if busy is None else f"machine {_v(busy)} % busy", ""],
+        ["  POST p50 / p95 / p99 ms", _trio(posts["submit_ms"], "p50", "p95", "p99"),
+         f"from schedule p99 {_v(posts['scheduled_ms_p99'])}{p99_runs}", target],
+    ]  # fmt: skip
 
 
 def _realistic(s: dict[str, Any]) -> list[Section]:
