@@ -342,6 +342,9 @@ def write_profile(results: dict[str, Any], out: Path) -> None:
         "Time in C code (uvloop, asyncpg's protocol, hiredis, socket syscalls) is charged to "
         "the Python frame that called into it.",
         "",
+        # When and where: shares move less than absolute figures between hosts, but they move.
+        *(f"{p}  " for p in _preamble(results)[:3]),
+        "",
     ]
     e2e = results["scenarios"].get("e2e")
     if e2e:
