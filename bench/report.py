@@ -162,8 +162,7 @@ def _fanout(s: dict[str, Any]) -> list[Section]:
          "worker concurrency = orders ('all') the orders start together, so every status is a "
          "burst of one message per subscriber (worst case); at a lower concurrency (the "
          "engine's default is 10) at most that many orders are in flight; 'events' counts the "
-         "replayed "
-         "`pending` too, and retried orders' extra events; idle CPU with every socket "
+         "replayed `pending` too, and retried orders' extra events; idle CPU with every socket "
          "open and no events; µs/message = API CPU while delivering ÷ live messages"],
     )]  # fmt: skip
 
@@ -254,7 +253,8 @@ def sections(results: dict[str, Any]) -> list[Section]:
     return out
 
 
-def _preamble(results: dict[str, Any]) -> list[str]:
+def _when_and_where(results: dict[str, Any]) -> list[str]:
+    """The run's mode and start, the machine, and the host's speed through the run."""
     m = results["machine"]
     return [
         f"Mode: {results['mode']}, started {results['started']}, "
@@ -262,6 +262,13 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}, "
         f"Linux {m['kernel']}; load average at start {m['load_avg_at_start']}.",
         _speed_line(results),
+    ]
+
+
+def _preamble(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    return [
+        *_when_and_where(results),
         "Everything runs on this machine: PostgreSQL (fsync on, synchronous commit), Valkey "
         "(append-only, fsync every second), the API, the worker(s), and the load generators, "
         "which are separate processes using uvloop and share the same 2 cores: their CPU is "
@@ -342,8 +349,8 @@ def write_profile(results: dict[str, Any], out: Path) -> None:
         "Time in C code (uvloop, asyncpg's protocol, hiredis, socket syscalls) is charged to "
         "the Python frame that called into it.",
         "",
-        # When and where: shares move less than absolute figures between hosts, but they move.
-        *(f"{p}  " for p in _preamble(results)[:3]),
+        # Shares move less than absolute figures between hosts, but they move.
+        *(f"{p}  " for p in _when_and_where(results)),
         "",
     ]
     e2e = results["scenarios"].get("e2e")
