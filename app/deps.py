@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from app.admission import Admission
 from app.hub import EventHub
+from app.outages import Dependency
 from shared.settings import Settings
 from shared.sim.market import Market
 
@@ -23,6 +24,9 @@ class Resources:
     market: Market
     admission: Admission
     signer: str
+    # The same servers behind a deadline and a breaker (`app.outages`): what requests use.
+    pg_guard: Dependency[asyncpg.Pool]
+    redis_guard: Dependency[ArqRedis]
 
 
 async def get_resources(conn: HTTPConnection) -> Resources:

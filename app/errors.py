@@ -3,28 +3,18 @@
 import logging
 from typing import Any
 
-import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.outages import OUTAGE_ERRORS, outage_of
 from shared.errors import EngineError, RateLimited, ServiceUnavailable
 from shared.models import ErrorBody
 
 log = logging.getLogger(__name__)
 
-_DB_DOWN = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    ConnectionError,
-    OSError,
-)
 # The documented error responses of every route (OpenAPI).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503)
@@ -76,7 +66,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:
-    which = "Redis" if isinstance(exc, RedisConnectionError | RedisTimeoutError) else "PostgreSQL"
+    """An outage error a route let through (most calls go through `app.outages` and arrive
+    here as `ServiceUnavailable` already)."""
+    which = outage_of(exc) or "A dependency"
     log.warning("%s %s: %s unavailable: %r", request.method, request.url.path, which, exc)
     return _render(ServiceUnavailable(f"{which} is unavailable; retry shortly", retry_after_s=2))
 
@@ -85,5 +77,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for exc_type in (*_DB_DOWN, RedisConnectionError, RedisTimeoutError, TimeoutError):
+    for exc_type in OUTAGE_ERRORS:
         app.add_exception_handler(exc_type, _dependency_down)

@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import asyncpg
 from arq.connections import ArqRedis
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -14,6 +15,7 @@ from app.deps import Resources
 from app.errors import install_error_handlers
 from app.fastlane import EngineApp
 from app.hub import EventHub
+from app.outages import POSTGRESQL, REDIS, Dependency
 from app.routes import orders, sim, system, ws
 from shared import db as database
 from shared import queries
@@ -30,6 +32,14 @@ Best-venue execution of Solana swaps across Raydium and Meteora (simulated clust
 Submit with `POST /api/orders/execute`, then follow the order on the WebSocket at the returned
 `wsUrl`: `pending → routing → building → submitted → confirmed` (or `failed`).
 """
+
+
+async def _select_one(pool: asyncpg.Pool) -> object:
+    return await pool.fetchval("SELECT 1")
+
+
+async def _ping(redis: ArqRedis) -> object:
+    return await redis.ping()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,7 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources.push_async_callback(hub.stop)
             signer = str(load_keypair(settings).pubkey())
             admission = Admission(redis, settings.rate_limit_per_s, settings.max_queue_depth)
-            app.state.resources = Resources(settings, pool, redis, hub, market, admission, signer)
+            pg_guard = Dependency(POSTGRESQL, pool, settings.db_timeout_s, _select_one)
+            resources.push_async_callback(pg_guard.close)
+            redis_guard = Dependency(REDIS, redis, settings.redis_timeout_s, _ping)
+            resources.push_async_callback(redis_guard.close)
+            app.state.resources = Resources(
+                settings, pool, redis, hub, market, admission, signer, pg_guard, redis_guard
+            )
             freeze_startup_heap()
             log.info("API ready on port %d", settings.port)
             yield

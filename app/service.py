@@ -4,8 +4,7 @@ import base64
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +13,8 @@ import orjson
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
+from app.deps import Resources
+from app.outages import Dependency
 from shared import events, keys, queries, triggers
 from shared.db import Conn
 from shared.errors import (
@@ -22,10 +23,13 @@ from shared.errors import (
     IdempotencyKeyReused,
     InvalidOrder,
     NotFound,
+    OutcomeUnknown,
+    ServiceUnavailable,
 )
 from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
 from shared.models import NewOrder, OrderDetail, OrderPublic, Stats
 from shared.numbers import dec_str
+from shared.queries import Row
 from shared.queue import enqueue_order
 from shared.routing import choose_route
 from shared.sim import launches
@@ -33,73 +37,117 @@ from shared.sim.market import Market
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_CLAIM_TIMEOUT_S = 60
+ACCEPT_MARGIN_S = 0.25
 
 
 def ws_url(ws_base: str, order_id: uuid.UUID) -> str:
     return f"{ws_base}/api/orders/execute?orderId={order_id}"
 
 
-async def create_order(
-    db: asyncpg.Pool,
-    redis: ArqRedis,
+async def accept_order(
+    res: Resources,
+    order: NewOrder,
+    client: str,
+    ws_base: str,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    """Admit, store and queue a new order: the one path of POST and the WebSocket submit.
+
+    Answers within the dependencies' deadlines whatever the servers do, and a 503 tells the
+    truth: `ServiceUnavailable` means the order does not exist and never will (the order's
+    commit is refused once its client has been answered, migration 004); `OutcomeUnknown`
+    says that it may, and how to find out.
+    """
+    await res.redis_guard.run(lambda _: res.admission.check(client))
+    if order.type == "sniper":
+        launched = await res.redis_guard.run(
+            lambda r: launches.launched_token(r, order.token_out.mint)
+        )
+        if launched is not None:
+            raise InvalidOrder(
+                "tokenOut: this token has already launched; use a market order",
+                [{"field": "tokenOut", "message": "already launched"}],
+            )
+    response, event = await _store(res.pg_guard, order, ws_base, idempotency_key)
+    if event is None:  # an Idempotency-Key replay: the original response, nothing new
+        return response
+    res.hub.remember(event)  # before anything awaits: no event can come in between
+    try:
+        await res.redis_guard.run(lambda r: _queue(res.db, r, order, event))
+    except (ServiceUnavailable, RedisError) as exc:
+        log.warning(
+            "order %s accepted but not queued yet (%s); the sweeper will queue it",
+            event["orderId"],
+            exc,
+        )
+    return response
+
+
+async def _store(
+    pg: Dependency[asyncpg.Pool],
     order: NewOrder,
     ws_base: str,
     idempotency_key: str | None,
-    on_committed: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Store the order with its `pending` event, then publish and queue it.
-
-    The order is committed before it is queued: if queueing fails the sweeper queues it later,
-    so an accepted order is never lost. With an idempotency key a retry returns the original
-    response and creates nothing. `on_committed` gets the `pending` event once it is stored.
-    """
-    if order.type == "sniper" and await launches.launched_token(redis, order.token_out.mint):
-        raise InvalidOrder(
-            "tokenOut: this token has already launched; use a market order",
-            [{"field": "tokenOut", "message": "already launched"}],
-        )
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Commit the order with its `pending` event: (response, event), or (the original
+    response, None) for a replayed Idempotency-Key."""
     order_id = uuid.uuid4()
-    async with db.acquire() as conn:
-        if idempotency_key is None:
-            # One statement writes the order and its first event: atomic without BEGIN/COMMIT.
-            created_at, event = await queries.insert_order(conn, order_id, order)
-            response = _accepted(order, order_id, created_at, ws_base)
-        else:
+    # The server refuses the commit after `accept_by`, a little before this request stops
+    # waiting (the margin absorbs clock skew between the API's host and the database's).
+    margin_s = min(ACCEPT_MARGIN_S, pg.timeout_s / 4)
+    accept_by = datetime.now(UTC) + timedelta(seconds=pg.timeout_s - margin_s)
+    sent = False
+
+    async def store(db: asyncpg.Pool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        nonlocal sent
+        async with db.acquire() as conn:
+            sent = True
+            if idempotency_key is None:  # one statement: atomic without BEGIN/COMMIT
+                created_at, event = await queries.insert_order(conn, order_id, order, accept_by)
+                return _accepted(order, order_id, created_at, ws_base), event
             request_hash = hashlib.sha256(
                 orjson.dumps(order.payload, option=orjson.OPT_SORT_KEYS)
             ).hexdigest()
-            replay = await _claim_key(conn, idempotency_key, request_hash)
-            if replay is not None:
-                return replay
             async with conn.transaction():
-                created_at, event = await queries.insert_order(conn, order_id, order)
+                replay = await _replay(conn, idempotency_key, request_hash)
+                if replay is not None:
+                    return replay, None
+                created_at, event = await queries.insert_order(conn, order_id, order, accept_by)
                 response = _accepted(order, order_id, created_at, ws_base)
-                await queries.remember_response(conn, idempotency_key, order_id, response)
-        if on_committed is not None:  # before anything awaits: no event can come in between
-            on_committed(event)
+                await queries.remember_response(
+                    conn, idempotency_key, request_hash, order_id, response
+                )
+                return response, event
+
     try:
-        if order.type == "market":
-            await enqueue_order(redis, order_id, first_event=event)
-        else:
-            await events.publish(redis, event)
-            await triggers.index_waiting(
-                redis,
-                order_id,
-                order.type,
-                order.token_in.mint,
-                order.token_out.mint,
-                order.limit_price,
-            )
-            if order.type == "sniper":  # the launch may have come while this was indexed
-                launched = await launches.launched_token(redis, order.token_out.mint)
-                if launched is not None:
-                    await triggers.fire_snipers(db, redis, launched.mint, launched.symbol)
-    except RedisError as exc:
-        log.warning(
-            "order %s accepted but not queued yet (%s); the sweeper will queue it", order_id, exc
-        )
-    return response
+        return await pg.run(store)
+    except ServiceUnavailable:
+        if sent:  # the statement may have reached the server: say so, with the id to look up
+            raise OutcomeUnknown(str(order_id), pg.name) from None
+        raise
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == queries.ACCEPT_DEADLINE_PASSED:
+            raise ServiceUnavailable(
+                f"{pg.name} answered too late; the order was not created", 2
+            ) from None
+        raise
+
+
+async def _queue(db: asyncpg.Pool, redis: ArqRedis, order: NewOrder, event: dict[str, Any]) -> None:
+    """Hand a stored order to the workers: market orders to the queue, the others to the
+    waiting index (a sniper whose token launched meanwhile fires at once)."""
+    order_id = uuid.UUID(event["orderId"])
+    if order.type == "market":
+        await enqueue_order(redis, order_id, first_event=event)
+        return
+    await events.publish(redis, event)
+    await triggers.index_waiting(
+        redis, order_id, order.type, order.token_in.mint, order.token_out.mint, order.limit_price
+    )
+    if order.type == "sniper":  # the launch may have come while this was indexed
+        launched = await launches.launched_token(redis, order.token_out.mint)
+        if launched is not None:
+            await triggers.fire_snipers(db, redis, launched.mint, launched.symbol)
 
 
 def _accepted(
@@ -115,17 +163,16 @@ def _accepted(
     }
 
 
-async def _claim_key(conn: Conn, key: str, request_hash: str) -> dict[str, Any] | None:
-    """Claim the key for this request, or return the original response it already produced."""
-    if await queries.claim_idempotency_key(conn, key, request_hash, IDEMPOTENCY_CLAIM_TIMEOUT_S):
-        return None
-    row = await queries.idempotency_record(conn, key)
-    if row is None:  # expired between the two statements; treat as a conflict to stay safe
+async def _replay(conn: Conn, key: str, request_hash: str) -> dict[str, Any] | None:
+    """The original response of this Idempotency-Key, or None if it has none yet (this
+    request now holds the key until its transaction ends)."""
+    if not await queries.lock_idempotency_key(conn, key):
         raise IdempotencyInProgress("a request with this Idempotency-Key is being processed")
+    row = await queries.idempotency_record(conn, key)
+    if row is None:
+        return None
     if row["request_hash"] != request_hash:
         raise IdempotencyKeyReused("Idempotency-Key was already used with a different request body")
-    if row["response"] is None:
-        raise IdempotencyInProgress("a request with this Idempotency-Key is being processed")
     return dict(row["response"])
 
 
@@ -174,13 +221,19 @@ def order_public(row: asyncpg.Record) -> dict[str, Any]:
     ).model_dump(by_alias=True, mode="json")
 
 
-async def get_order(db: asyncpg.Pool, order_id: str, signer: str | None) -> dict[str, Any]:
+async def get_order(
+    pg: Dependency[asyncpg.Pool], order_id: str, signer: str | None
+) -> dict[str, Any]:
     oid = parse_order_id(order_id)
-    async with db.acquire() as conn:
-        row = await queries.get_order(conn, oid)
-        if row is None:
-            raise NotFound(f"order {order_id} not found")
-        evts = await queries.get_events(conn, oid)
+
+    async def read(db: asyncpg.Pool) -> tuple[Row | None, list[dict[str, Any]]]:
+        async with db.acquire() as conn:
+            row = await queries.get_order(conn, oid)
+            return row, [] if row is None else await queries.get_events(conn, oid)
+
+    row, evts = await pg.run(read)
+    if row is None:
+        raise NotFound(f"order {order_id} not found")
     detail = OrderDetail(
         **order_public(row),
         events=evts,
@@ -212,11 +265,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_orders(
-    db: asyncpg.Pool, status: str | None, limit: int, cursor: str | None
+    pg: Dependency[asyncpg.Pool], status: str | None, limit: int, cursor: str | None
 ) -> dict[str, Any]:
     before = decode_cursor(cursor) if cursor else None
-    async with db.acquire() as conn:
-        rows = await queries.list_orders(conn, status, limit + 1, before)
+
+    async def read(db: asyncpg.Pool) -> list[Row]:
+        async with db.acquire() as conn:
+            return await queries.list_orders(conn, status, limit + 1, before)
+
+    rows = await pg.run(read)
     page = rows[:limit]
     next_cursor = (
         encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
@@ -228,14 +285,19 @@ async def list_orders(
     }
 
 
-async def stats(db: asyncpg.Pool, redis: ArqRedis) -> dict[str, Any]:
-    async with db.acquire() as conn:
-        by_status = await queries.count_by_status(conn)
-        by_venue = await queries.count_by_venue(conn)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.scard(keys.ACTIVE_ORDERS)
-        pipe.zcard(keys.QUEUE_NAME)
-        active, queued = await pipe.execute()
+async def stats(pg: Dependency[asyncpg.Pool], redis: Dependency[ArqRedis]) -> dict[str, Any]:
+    async def counts(db: asyncpg.Pool) -> tuple[dict[str, int], dict[str, int]]:
+        async with db.acquire() as conn:
+            return await queries.count_by_status(conn), await queries.count_by_venue(conn)
+
+    async def depths(client: ArqRedis) -> list[int]:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.scard(keys.ACTIVE_ORDERS)
+            pipe.zcard(keys.QUEUE_NAME)
+            return list(await pipe.execute())
+
+    by_status, by_venue = await pg.run(counts)
+    active, queued = await redis.run(depths)
     return Stats(
         active_orders=active,
         queued_jobs=queued,
@@ -248,9 +310,14 @@ async def stats(db: asyncpg.Pool, redis: ArqRedis) -> dict[str, Any]:
 
 
 async def quote(
-    market: Market, token_in: Token, token_out: Token, amount_in: int, slippage_bps: int
+    redis: Dependency[ArqRedis],
+    market: Market,
+    token_in: Token,
+    token_out: Token,
+    amount_in: int,
+    slippage_bps: int,
 ) -> dict[str, Any]:
-    quotes, failed = await market.quotes(token_in, token_out, amount_in)
+    quotes, failed = await redis.run(lambda _: market.quotes(token_in, token_out, amount_in))
     route = choose_route(quotes, token_out, failed)
     if route is None:
         why = "; ".join(f"{v}: {e}" for v, e in failed.items())
@@ -269,17 +336,15 @@ async def quote(
     }
 
 
-async def cancel_order(
-    db: asyncpg.Pool, redis: ArqRedis, order_id: str, signer: str | None
-) -> dict[str, Any]:
+async def cancel_order(res: Resources, order_id: str) -> dict[str, Any]:
     """Cancel a waiting limit or sniper order; 409 once it is executing or finished."""
     oid = parse_order_id(order_id)
-    async with db.acquire() as conn:
-        row = await queries.get_order(conn, oid)
-        if row is None:
-            raise NotFound(f"order {order_id} not found")
-        event = None
-        if row["type"] != "market":
+
+    async def cancel(db: asyncpg.Pool) -> tuple[Row | None, dict[str, Any] | None, str]:
+        async with db.acquire() as conn:
+            row = await queries.get_order(conn, oid)
+            if row is None or row["type"] == "market":
+                return row, None, "" if row is None else str(row["status"])
             event = await queries.transition(
                 conn,
                 oid,
@@ -289,23 +354,28 @@ async def cancel_order(
                 allowed_from=("pending",),
                 untriggered_only=True,
             )
+            if event is not None:
+                return row, event, "cancelled"
+            current = await queries.get_order(conn, oid)
+            status = "gone" if current is None else str(current["status"])
+            return row, None, "executing" if status == "pending" else status
+
+    row, event, current = await res.pg_guard.run(cancel)
+    if row is None:
+        raise NotFound(f"order {order_id} not found")
     if event is None:
-        current = row["status"] if row["type"] == "market" else await _status(db, oid)
         raise Conflict(
             f"order is {current} and can no longer be cancelled"
             + ("" if row["type"] != "market" else " (market orders execute at once)"),
             [{"status": current}],
         )
     try:  # the cancel is committed; a stale index entry is harmless (claims re-check)
-        await triggers.unindex(redis, oid, row["type"], row["token_in"], row["token_out"])
-        await events.publish(redis, event)
-    except RedisError as exc:
+        await res.redis_guard.run(lambda r: _unindex_and_publish(r, row, event))
+    except (ServiceUnavailable, RedisError) as exc:
         log.warning("order %s cancelled; publish failed: %s", oid, exc)
-    return await get_order(db, order_id, signer)
+    return await get_order(res.pg_guard, order_id, res.signer)
 
 
-async def _status(db: asyncpg.Pool, order_id: uuid.UUID) -> str:
-    async with db.acquire() as conn:
-        row = await queries.get_order(conn, order_id)
-    status = "gone" if row is None else str(row["status"])
-    return "executing" if status == "pending" else status
+async def _unindex_and_publish(redis: ArqRedis, row: Row, event: dict[str, Any]) -> None:
+    await triggers.unindex(redis, row["id"], row["type"], row["token_in"], row["token_out"])
+    await events.publish(redis, event)

@@ -74,3 +74,29 @@ class ServiceUnavailable(EngineError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """The order was sent to PostgreSQL and the answer never came: it may or may not exist.
+
+    It exists only if its commit reached the server before the order's acceptance deadline
+    (see migration 004), so once the server answers again the question has one answer for good:
+    `GET /api/orders/{orderId}` (404 = it was never created and never will be), or the same
+    request again with the same Idempotency-Key (the original response if it was created, a new
+    order if it was not).
+    """
+
+    code = "ORDER_OUTCOME_UNKNOWN"
+
+    def __init__(self, order_id: str, which: str, retry_after_s: int = 2) -> None:
+        super().__init__(
+            f"{which} stopped answering while order {order_id} was being stored; whether it "
+            f"exists is unknown until {which} is back: look it up with GET /api/orders/{order_id}"
+            " or retry with the same Idempotency-Key",
+            retry_after_s,
+        )
+        self.order_id = order_id
+        self.details = [{"orderId": order_id, "lookup": f"/api/orders/{order_id}"}]
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "orderId": self.order_id}

@@ -35,14 +35,19 @@ _UPDATABLE = {
 _TERMINAL = list(TERMINAL_STATUSES)
 
 Row = asyncpg.Record
+# SQLSTATE of a commit refused because it came after the order's `accept_by` (migration 004).
+ACCEPT_DEADLINE_PASSED = "OE001"
 
 
 async def insert_order(
-    conn: Conn, order_id: uuid.UUID, order: NewOrder
+    conn: Conn, order_id: uuid.UUID, order: NewOrder, accept_by: datetime | None = None
 ) -> tuple[datetime, dict[str, Any]]:
     """Insert the order and its `pending` event (seq 1) in one statement; returns
     (created_at, event). Nothing else comes back: decoding the whole new row is a measurable
-    share of the API's CPU per order, for values the caller already has."""
+    share of the API's CPU per order, for values the caller already has.
+
+    With `accept_by`, the server refuses to commit the order after that moment (error
+    `ACCEPT_DEADLINE_PASSED`, migration 004): the caller has stopped waiting by then."""
     expires_at = (
         None if order.expires_in_s is None else _now_utc() + timedelta(seconds=order.expires_in_s)
     )
@@ -54,8 +59,8 @@ async def insert_order(
         WITH o AS (
             INSERT INTO orders (id, type, payload, status, token_in, token_out, amount_in,
                                 slippage_bps, client_order_id, limit_price, expires_at, max_price,
-                                last_seq)
-            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $12, 1)
+                                last_seq, accept_by)
+            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $12, 1, $13)
             RETURNING *
         ), e AS (
             INSERT INTO order_events (order_id, seq, status, attempt, at, data)
@@ -76,6 +81,7 @@ async def insert_order(
         expires_at,
         event_data,
         order.max_price,
+        accept_by,
     )
     assert row is not None
     event = event_message(order_id, 1, "pending", 0, row["event_at"], event_data)
@@ -354,24 +360,14 @@ async def due_to_expire(conn: Conn, limit: int = 500) -> list[Row]:
     )
 
 
-async def claim_idempotency_key(
-    conn: Conn, key: str, request_hash: str, abandoned_after_s: float
-) -> bool:
-    """Claim a key for a request; a claim that never got its response for `abandoned_after_s`
-    (its request died) may be taken over. False when someone else holds the key."""
-    claimed = await conn.fetchval(
-        """
-        INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
-        ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, created_at = now()
-            WHERE idempotency_keys.response IS NULL
-              AND idempotency_keys.created_at < now() - make_interval(secs => $3)
-        RETURNING true
-        """,
-        key,
-        request_hash,
-        abandoned_after_s,
+async def lock_idempotency_key(conn: Conn, key: str) -> bool:
+    """Take the key for the current transaction; False while another request holds it.
+
+    Only a request that holds the key creates its order, and the key's row is written in the
+    same transaction as the order, so a key never outlives an order that was not created."""
+    return bool(
+        await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7150))", key)
     )
-    return bool(claimed)
 
 
 async def idempotency_record(conn: Conn, key: str) -> Row | None:
@@ -381,12 +377,14 @@ async def idempotency_record(conn: Conn, key: str) -> Row | None:
 
 
 async def remember_response(
-    conn: Conn, key: str, order_id: uuid.UUID, response: dict[str, Any]
+    conn: Conn, key: str, request_hash: str, order_id: uuid.UUID, response: dict[str, Any]
 ) -> None:
     """The response an Idempotency-Key replays, stored with the order it created."""
     await conn.execute(
-        "UPDATE idempotency_keys SET order_id = $2, response = $3 WHERE key = $1",
+        """INSERT INTO idempotency_keys (key, request_hash, order_id, response)
+           VALUES ($1, $2, $3, $4)""",
         key,
+        request_hash,
         order_id,
         response,
     )

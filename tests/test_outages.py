@@ -33,13 +33,15 @@ async def _timed(http: httpx.AsyncClient, method: str, path: str) -> tuple[httpx
     return response, time.monotonic() - started
 
 
-def _assert_unavailable(response: httpx.Response, elapsed_s: float, which: str) -> None:
+def _assert_unavailable(
+    response: httpx.Response, elapsed_s: float, which: str, code: str = "SERVICE_UNAVAILABLE"
+) -> None:
     where = f"{response.request.method} {response.request.url.path}"
     assert elapsed_s < ANSWER_WITHIN_S, f"{where} took {elapsed_s:.1f} s"
     assert response.status_code == 503, (where, response.status_code, response.text)
     assert int(response.headers["Retry-After"]) >= 1, where
     body = response.json()
-    assert body["code"] == "SERVICE_UNAVAILABLE", (where, body)
+    assert body["code"] == code, (where, body)
     assert which in body["error"], (where, body)
 
 
@@ -176,13 +178,19 @@ async def test_postgres_unresponsive_gives_503_within_seconds() -> None:
                 )
             for answer in answers:
                 assert not isinstance(answer, BaseException), f"no answer: {answer!r}"
-            *api_answers, health = answers
-            for answer in api_answers:
+            post, *reads, health = answers
+            for answer in reads:
                 assert not isinstance(answer, BaseException)
                 _assert_unavailable(*answer, "PostgreSQL")
             assert not isinstance(health, BaseException)
             _assert_health_down(*health)
+            # The insert reached the frozen server, so its answer says the outcome is unknown;
+            # the server resumed past the order's deadline and refused its commit: 404 for good.
+            assert not isinstance(post, BaseException)
+            _assert_unavailable(*post, "PostgreSQL", "ORDER_OUTCOME_UNKNOWN")
             await _wait_health(http, 200)
+            order_id = post[0].json()["orderId"]
+            assert (await http.get(f"/api/orders/{order_id}")).status_code == 404
 
 
 async def test_redis_unresponsive_gives_503_within_seconds() -> None:

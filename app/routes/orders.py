@@ -97,10 +97,7 @@ async def execute_order(request: Request) -> Response:
             [{"field": "Idempotency-Key", "message": f"over {MAX_IDEMPOTENCY_KEY} characters"}],
         )
     order = validate_order(await read_json_body(request))
-    await res.admission.check(client_key(request))
-    accepted = await service.create_order(
-        res.db, res.redis, order, ws_base(request), key, res.hub.remember
-    )
+    accepted = await service.accept_order(res, order, client_key(request), ws_base(request), key)
     return json_response(accepted)
 
 
@@ -111,12 +108,12 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    return await service.list_orders(res.db, status, limit, cursor)
+    return await service.list_orders(res.pg_guard, status, limit, cursor)
 
 
 @router.get("/orders/{order_id}", response_model=OrderDetail, responses=ERROR_RESPONSES)
 async def get_order(order_id: str, res: Res) -> dict[str, Any]:
-    return await service.get_order(res.db, order_id, res.signer)
+    return await service.get_order(res.pg_guard, order_id, res.signer)
 
 
 @router.delete(
@@ -132,4 +129,4 @@ async def get_order(order_id: str, res: Res) -> dict[str, Any]:
     summary="Cancel a waiting limit or sniper order (same as DELETE)",
 )
 async def cancel_order(order_id: str, res: Res) -> dict[str, Any]:
-    return await service.cancel_order(res.db, res.redis, order_id, res.signer)
+    return await service.cancel_order(res, order_id)

@@ -74,10 +74,7 @@ async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"order message over {MAX_BODY_BYTES} bytes")
         order = validate_order(parse_json(raw))
-        await res.admission.check(client_key(ws))
-        accepted = await service.create_order(
-            res.db, res.redis, order, ws_base(ws), None, res.hub.remember
-        )
+        accepted = await service.accept_order(res, order, client_key(ws), ws_base(ws), None)
     except TimeoutError:
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
         return None
