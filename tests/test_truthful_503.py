@@ -105,7 +105,7 @@ async def _outage(d: Deployment, fault: str) -> float:
             await asyncio.sleep(OUTAGE_S)  # sleep-ok: the outage's length is the experiment
         return time.monotonic()
     server = servers.pg if fault.startswith("postgres") else servers.valkey
-    await asyncio.to_thread(server.kill)
+    await asyncio.to_thread(server.stop if fault.endswith("stopped") else server.kill)
     await asyncio.sleep(OUTAGE_S)  # sleep-ok: the outage's length is the experiment
     if fault == "redis-lost":  # killed with no append-only file to come back from
         shutil.rmtree(servers.valkey.data_dir / "appendonlydir")
@@ -228,7 +228,15 @@ async def freeze_deployment() -> AsyncIterator[Deployment]:
 
 
 @pytest.mark.parametrize(
-    "fault", ["postgres-frozen", "redis-frozen", "postgres-killed", "redis-killed", "redis-lost"]
+    "fault",
+    [
+        "postgres-frozen",
+        "redis-frozen",
+        "postgres-stopped",
+        "postgres-killed",
+        "redis-killed",
+        "redis-lost",
+    ],
 )
 async def test_steady_client_through_an_outage(
     freeze_deployment: Deployment, fault: str, capsys: pytest.CaptureFixture[str]
