@@ -369,13 +369,8 @@ async def cancel_order(res: Resources, order_id: str) -> dict[str, Any]:
             + ("" if row["type"] != "market" else " (market orders execute at once)"),
             [{"status": current}],
         )
-    try:  # the cancel is committed; a stale index entry is harmless (claims re-check)
-        await res.redis_guard.run(lambda r: _unindex_and_publish(r, row, event))
-    except (ServiceUnavailable, RedisError) as exc:
-        log.warning("order %s cancelled; publish failed: %s", oid, exc)
+    try:
+        await res.redis_guard.run(lambda r: triggers.retire(r, row, event))
+    except ServiceUnavailable as exc:  # the cancel is committed: see `triggers.retire`
+        log.warning("order %s cancelled; its publish failed: %s", oid, exc)
     return await get_order(res.pg_guard, order_id, res.signer)
-
-
-async def _unindex_and_publish(redis: ArqRedis, row: Row, event: dict[str, Any]) -> None:
-    await triggers.unindex(redis, row["id"], row["type"], row["token_in"], row["token_out"])
-    await events.publish(redis, event)

@@ -12,9 +12,11 @@ import logging
 import time
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared import events, keys, queries
@@ -33,6 +35,23 @@ log = logging.getLogger(__name__)
 _SCORE_SLACK = 1.000001
 
 
+def _add_to_index(
+    pipe: Pipeline,
+    order_id: uuid.UUID,
+    order_type: str,
+    mint_in: str,
+    mint_out: str,
+    limit_price: Decimal | None,
+) -> None:
+    """Queue on `pipe` the writes that index one waiting order."""
+    if order_type == "limit":
+        assert limit_price is not None
+        pipe.zadd(keys.limits_key(mint_in, mint_out), {str(order_id): float(limit_price)})
+        pipe.sadd(keys.LIMIT_PAIRS, f"{mint_in}:{mint_out}")
+    elif order_type == "sniper":
+        pipe.sadd(keys.snipers_key(mint_out), str(order_id))
+
+
 async def index_waiting(
     redis: ArqRedis,
     order_id: uuid.UUID,
@@ -41,14 +60,9 @@ async def index_waiting(
     mint_out: str,
     limit_price: Decimal | None,
 ) -> None:
-    if order_type == "limit":
-        assert limit_price is not None
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.limits_key(mint_in, mint_out), {str(order_id): float(limit_price)})
-            pipe.sadd(keys.LIMIT_PAIRS, f"{mint_in}:{mint_out}")
-            await pipe.execute()
-    elif order_type == "sniper":
-        await redis.sadd(keys.snipers_key(mint_out), str(order_id))
+    async with redis.pipeline(transaction=False) as pipe:
+        _add_to_index(pipe, order_id, order_type, mint_in, mint_out, limit_price)
+        await pipe.execute()
 
 
 async def unindex(
@@ -60,18 +74,24 @@ async def unindex(
         await redis.srem(keys.snipers_key(mint_out), str(order_id))
 
 
+async def retire(redis: ArqRedis, row: asyncpg.Record, event: dict[str, Any]) -> None:
+    """A waiting order that ended (cancelled, expired): out of the index, then its event out.
+    The end is committed already, so a failure here is only logged (a stale index entry is
+    harmless: a trigger re-checks the row; a lost event is caught up from PostgreSQL)."""
+    try:
+        await unindex(redis, row["id"], row["type"], row["token_in"], row["token_out"])
+        await events.publish(redis, event)
+    except RedisError as exc:
+        log.warning("order %s %s; its publish failed: %s", row["id"], event["status"], exc)
+
+
 async def rebuild_index(db: asyncpg.Pool, redis: ArqRedis) -> int:
     """Re-create the waiting index from PostgreSQL (after a restart or a Redis loss)."""
     async with db.acquire() as conn:
         rows = await queries.waiting_orders(conn)
     async with redis.pipeline(transaction=False) as pipe:  # one round trip however many
         for r in rows:
-            if r["type"] == "limit":
-                key = keys.limits_key(r["token_in"], r["token_out"])
-                pipe.zadd(key, {str(r["id"]): float(r["limit_price"])})
-                pipe.sadd(keys.LIMIT_PAIRS, f"{r['token_in']}:{r['token_out']}")
-            else:
-                pipe.sadd(keys.snipers_key(r["token_out"]), str(r["id"]))
+            _add_to_index(pipe, r["id"], r["type"], r["token_in"], r["token_out"], r["limit_price"])
         await pipe.execute()
     return len(rows)
 
@@ -171,9 +191,5 @@ async def expire_due(db: asyncpg.Pool, redis: ArqRedis) -> int:
             if event is not None:
                 expired.append((r, event))
     for r, event in expired:
-        await unindex(redis, r["id"], r["type"], r["token_in"], r["token_out"])
-        try:
-            await events.publish(redis, event)
-        except RedisError as exc:
-            log.warning("order %s expired; publish failed: %s", r["id"], exc)
+        await retire(redis, r, event)
     return len(expired)
