@@ -14,11 +14,8 @@ REF_PRICES = PREFIX + "market:ref"
 MARKET_SEEDED = PREFIX + "market:seeded"
 MARKET_TICKER_LOCK = PREFIX + "market:ticker"
 CLUSTER_GENESIS_MS = PREFIX + "cluster:genesis_ms"
-# Launched tokens (hash mint -> JSON) and the channel announcing each launch.
+# Launched tokens (hash mint -> JSON).
 LAUNCHED_TOKENS = PREFIX + "market:launched"
-LAUNCHES_CHANNEL = PREFIX + "launches"
-# Waiting orders: limit orders by directed pair (zset scored by limit price), snipers by mint.
-MARKET_MOVES_CHANNEL = PREFIX + "market:moves"
 # Per-client order counters for the rate limit: RATE_LIMIT + "<client>:<unix second>".
 RATE_LIMIT = PREFIX + "ratelimit:"
 
@@ -37,6 +34,7 @@ def signature_key(signature: str) -> str:
     return f"{PREFIX}cluster:sig:{signature}"
 
 
+# Waiting orders: limit orders by directed pair (zset scored by limit price), snipers by mint.
 def limits_key(mint_in: str, mint_out: str) -> str:
     return f"{PREFIX}waiting:limit:{mint_in}:{mint_out}"
 

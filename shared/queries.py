@@ -230,11 +230,6 @@ async def start_runs(conn: Conn, order_ids: Sequence[uuid.UUID]) -> list[Row | N
     return [by_id.pop(order_id, None) for order_id in order_ids]
 
 
-async def start_run(conn: Conn, order_id: uuid.UUID) -> Row | None:
-    """`start_runs` for one order."""
-    return (await start_runs(conn, [order_id]))[0]
-
-
 async def get_order(conn: Conn, order_id: uuid.UUID) -> Row | None:
     return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
 

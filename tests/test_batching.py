@@ -99,7 +99,7 @@ async def test_one_statement_applies_different_transitions_and_refuses_stale_one
     db: asyncpg.Connection,
 ) -> None:
     a, b, c = await _order(db), await _order(db), await _order(db)
-    run_b = await queries.start_run(db, b)
+    (run_b,) = await queries.start_runs(db, [b])
     assert run_b is not None
     price = Decimal("187.123456789012345678")
     big = 10**30 + 7  # beyond 64 bits: numbers travel as decimal strings

@@ -451,7 +451,7 @@ async def test_recovery_after_a_crash_never_executes_twice(
     db = await create_db_pool(stack.settings.database_url, min_size=1, max_size=1)
     try:
         async with db.acquire() as conn:
-            assert await queries.start_run(conn, order_id) is not None
+            assert (await queries.start_runs(conn, [order_id]))[0] is not None
             routed = await queries.transition(
                 conn,
                 order_id,

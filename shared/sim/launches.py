@@ -93,7 +93,6 @@ async def launch(
         pipe.hset(keys.pools_key(pk), address, pool.dumps())
         pipe.set(keys.pool_version_key(address), 0)
         pipe.hset(POOL_INDEX, address, pk)
-        pipe.publish(keys.LAUNCHES_CHANNEL, orjson.dumps({"mint": mint, "symbol": symbol}))
         await pipe.execute()
     log.info("launch: %s (%s) on Raydium CPMM %s at %s SOL", symbol, mint, address, price_sol)
     return Launch(new, pool, price_sol, liquidity_sol)
