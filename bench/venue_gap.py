@@ -18,8 +18,8 @@ from arq.connections import RedisSettings, create_pool
 
 from bench.clients import say
 from bench.stack import Servers
+from shared.market.routing import best_per_venue
 from shared.market.tokens import PAIRS, resolve_token
-from shared.routing import best_per_venue
 from shared.settings import Settings
 from shared.sim.market import Market
 

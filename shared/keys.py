@@ -12,6 +12,10 @@ ACTIVE_ORDERS = PREFIX + "active"
 # Market state: reference prices (hash symbol -> decimal string) and pools per pair.
 REF_PRICES = PREFIX + "market:ref"
 MARKET_SEEDED = PREFIX + "market:seeded"
+# Each pair's current venue spread (hash pair -> decimal string) and each pool's pair
+# (hash pool address -> pair key).
+VENUE_SPREADS = PREFIX + "market:spread"
+POOL_PAIRS = PREFIX + "market:pool_pair"
 MARKET_TICKER_LOCK = PREFIX + "market:ticker"
 CLUSTER_GENESIS_MS = PREFIX + "cluster:genesis_ms"
 # Launched tokens (hash mint -> JSON).

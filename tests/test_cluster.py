@@ -18,11 +18,11 @@ from solders.transaction import VersionedTransaction
 
 from shared import keys
 from shared.market.meteora import METEORA_DLMM, DlmmPool
+from shared.market.pools import Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
 from shared.market.tokens import Token, resolve_token
 from shared.sim.cluster import BlockhashNotFound, Cluster, InvalidTransaction
 from shared.sim.market import Market
-from shared.sim.pools import Pool
 from shared.sim.programs import SwapInstruction
 from shared.sim.transactions import SignedSwap, build_swap_transaction
 from tests.conftest import Infra

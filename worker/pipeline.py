@@ -17,13 +17,13 @@ from typing import Any
 import asyncpg
 
 from shared import queries, triggers
+from shared.market.pools import SLIPPAGE_ERRORS
+from shared.market.routing import Route, human_price
 from shared.market.tokens import Token, from_base_units, unlisted_token
 from shared.numbers import dec_str
 from shared.queries import Move
-from shared.routing import Route, human_price
 from shared.sim import launches
 from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, SignatureStatus
-from shared.sim.pools import SLIPPAGE_ERRORS
 from shared.sim.programs import SwapInstruction
 from shared.sim.transactions import COMPUTE_UNIT_LIMIT, SignedSwap, build_swap_transaction
 from worker.engine import Engine

@@ -23,10 +23,10 @@ from solders.hash import Hash
 from solders.transaction import VersionedTransaction
 
 from shared import keys
+from shared.market.pools import SLIPPAGE_ERRORS, Pool
 from shared.market.types import InsufficientLiquidity
 from shared.settings import Settings
 from shared.sim.market import Market, pair_key
-from shared.sim.pools import SLIPPAGE_ERRORS, Pool
 from shared.sim.programs import VENUE_PROGRAMS, SwapInstruction, decode_swap
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from solders.keypair import Keypair
 
 from shared import keys
+from shared.market.pools import Pool
 from shared.market.raydium import RAYDIUM_CPMM, cp_new
 from shared.market.tokens import (
     NATIVE_SOL_MINT,
@@ -20,8 +21,7 @@ from shared.market.tokens import (
     unlisted_token,
 )
 from shared.models import U64_MAX
-from shared.sim.market import POOL_INDEX, pair_key
-from shared.sim.pools import Pool
+from shared.sim.market import pair_key
 from shared.sim.programs import pool_address
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ async def launch(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(keys.pools_key(pk), address, pool.dumps())
         pipe.set(keys.pool_version_key(address), 0)
-        pipe.hset(POOL_INDEX, address, pk)
+        pipe.hset(keys.POOL_PAIRS, address, pk)
         await pipe.execute()
     log.info("launch: %s (%s) on Raydium CPMM %s at %s SOL", symbol, mint, address, price_sol)
     return Launch(new, pool, price_sol, liquidity_sol)

@@ -16,19 +16,17 @@ from redis.asyncio import Redis
 from shared import keys
 from shared.batching import Coalescer
 from shared.market.meteora import METEORA_DLMM, dlmm_new
+from shared.market.pools import VENUE_NAMES, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, cp_new
+from shared.market.routing import MAX_PRICE_IMPACT_PCT, Route, VenueQuote, choose_route
 from shared.market.tokens import PAIRS, Token, price_to_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
-from shared.routing import MAX_PRICE_IMPACT_PCT, Route, VenueQuote, choose_route
 from shared.settings import Settings
-from shared.sim.pools import VENUE_NAMES, Pool
 from shared.sim.programs import pool_address
 
 log = logging.getLogger(__name__)
 
 QUOTE_LATENCY_S = 0.2
-SPREADS = keys.PREFIX + "market:spread"
-POOL_INDEX = keys.PREFIX + "market:pool_pair"
 _STABLES = frozenset({"USDC", "USDT"})
 _MAJORS = frozenset({"SOL", "ETH", "BTC", "USDC", "USDT"})
 
@@ -152,8 +150,8 @@ class Market:
             for pool in pools:
                 pipe.hset(keys.pools_key(pk), pool.address, pool.dumps())
                 pipe.set(keys.pool_version_key(pool.address), 0)
-                pipe.hset(POOL_INDEX, pool.address, pk)
-            pipe.hset(SPREADS, pk, str(spread))
+                pipe.hset(keys.POOL_PAIRS, pool.address, pk)
+            pipe.hset(keys.VENUE_SPREADS, pk, str(spread))
             await pipe.execute()
 
     # --- reads ---------------------------------------------------------------------------------
@@ -175,7 +173,7 @@ class Market:
     async def pool(self, address: str) -> Pool | None:
         pk = self._pair_of.get(address)
         if pk is None:  # a pool's pair never changes, so one lookup per address is enough
-            found = await self.redis.hget(POOL_INDEX, address)
+            found = await self.redis.hget(keys.POOL_PAIRS, address)
             if found is None:
                 return None
             pk = self._pair_of[address] = found.decode()
@@ -272,9 +270,9 @@ class Market:
     async def _move_pair(self, base: Token, quote: Token, price: Decimal) -> int:
         pk = pair_key(base.mint, quote.mint)
         spread = self._next_spread(
-            Decimal((await self.redis.hget(SPREADS, pk) or b"0.03").decode())
+            Decimal((await self.redis.hget(keys.VENUE_SPREADS, pk) or b"0.03").decode())
         )
-        await self.redis.hset(SPREADS, pk, str(spread))
+        await self.redis.hset(keys.VENUE_SPREADS, pk, str(spread))
         mid = price_to_base_units(base, quote, price)
         moved, now_ts = 0, int(time.time())
         for pool in await self.pools(base.mint, quote.mint):

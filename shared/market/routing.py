@@ -4,9 +4,9 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+from shared.market.pools import VENUE_NAMES, Pool
 from shared.market.tokens import Token, from_base_units
 from shared.numbers import dec_str
-from shared.sim.pools import VENUE_NAMES, Pool
 
 BPS = 10_000
 # A pool that would move this much to fill the order cannot fill it in any useful sense (a
