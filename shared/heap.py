@@ -7,11 +7,11 @@ def freeze_startup_heap() -> None:
     """Collect once, then move every object alive now to the permanent generation
     (`gc.freeze`), where no later collection scans it again; only the first call does this.
 
-    A process's start-up leaves ~80,000 tracked objects that live as long as it does: FastAPI
-    and pydantic models, asyncpg codecs, the routes, the market. A full collection walked
-    them all each time (~15 ms on an idle core), and under load the API ran one every second
-    or two, pausing every request and socket for up to ~100 ms. Frozen objects are still
-    freed by reference counting; only a cycle among them would never be collected.
+    A process's start-up leaves tens of thousands of tracked objects that live as long as it
+    does (FastAPI and pydantic models, asyncpg codecs, the routes, the market), and every full
+    collection would walk them all, pausing every request and socket (measured in
+    bench/README.md). Frozen objects are still freed by reference counting; only a cycle among
+    them would never be collected.
     """
     if gc.get_freeze_count():
         return

@@ -92,7 +92,7 @@ def build_swap_transaction(
         ixs.append(Instruction(TOKEN_PROGRAM, _CLOSE_ACCOUNT, closing))
     message = MessageV0.try_compile(owner, ixs, [], blockhash)
     # Sign the message bytes and assemble: `VersionedTransaction(message, [keypair])` gives the
-    # same bytes but takes twice as long (~97 µs against ~47 µs here).
+    # same bytes at about twice the cost (bench/README.md).
     signature = keypair.sign_message(to_bytes_versioned(message))
     tx = VersionedTransaction.populate(message, [signature])
     return SignedSwap(
