@@ -10,9 +10,19 @@ from fastapi.responses import Response
 from app import service
 from app.deps import Res
 from app.errors import ERROR_RESPONSES, json_response
+from shared.errors import InvalidOrder, NoRoute
+from shared.grammar import amount_digits, positive_decimal_pattern, token_pattern
+from shared.market.tokens import TOKENS
 from shared.models import Stats, validate_order
+from shared.numbers import MAX_DECIMAL_CHARS
 
 router = APIRouter(tags=["system"])
+
+_ANY_TOKEN = token_pattern(list(TOKENS))
+_QUOTE_AMOUNT = positive_decimal_pattern(
+    max(t.decimals for t in TOKENS), max(amount_digits(t.decimals) for t in TOKENS)
+)
+_SLIPPAGE = "^(?:[1-9][0-9]{0,2}|[1-4][0-9]{3}|5000)$"  # 1-5000, no sign, no leading zero
 
 HEALTH_TIMEOUT_S = 2.0
 
@@ -26,25 +36,27 @@ async def stats(res: Res) -> dict[str, Any]:
     "/api/quotes",
     responses=ERROR_RESPONSES,
     summary="Both venues' quotes and the route, without executing",
+    description="Each parameter is checked on its own (400 when one is malformed); a "
+    "well-formed request the market cannot serve (a pair no pool trades, an amount finer "
+    "than tokenIn's decimals, or one no venue can fill) is 422 `NO_ROUTE`.",
 )
 async def quotes(
     res: Res,
-    token_in: Annotated[str, Query(alias="tokenIn", max_length=64)],
-    token_out: Annotated[str, Query(alias="tokenOut", max_length=64)],
-    amount_in: Annotated[str, Query(alias="amountIn", max_length=64)],
-    slippage_bps: Annotated[int, Query(alias="slippageBps", ge=1, le=5000)] = 50,
+    token_in: Annotated[str, Query(alias="tokenIn", pattern=_ANY_TOKEN)],
+    token_out: Annotated[str, Query(alias="tokenOut", pattern=_ANY_TOKEN)],
+    amount_in: Annotated[
+        str, Query(alias="amountIn", max_length=MAX_DECIMAL_CHARS, pattern=_QUOTE_AMOUNT)
+    ],
+    slippage_bps: Annotated[str, Query(alias="slippageBps", pattern=_SLIPPAGE)] = "50",
 ) -> dict[str, Any]:
-    order = validate_order(
-        {
-            "tokenIn": token_in,
-            "tokenOut": token_out,
-            "amountIn": amount_in,
-            "slippageBps": slippage_bps,
-        }
-    )
-    return await service.quote(
-        res.market, order.token_in, order.token_out, order.amount_in, slippage_bps
-    )
+    order = {"tokenIn": token_in, "tokenOut": token_out, "amountIn": amount_in}
+    try:
+        valid = validate_order(order | {"slippageBps": int(slippage_bps)})
+        return await service.quote(
+            res.market, valid.token_in, valid.token_out, valid.amount_in, valid.slippage_bps
+        )
+    except InvalidOrder as exc:  # every parameter is well-formed: what is left is the market
+        raise NoRoute(exc.message, exc.details) from None
 
 
 async def _probe(check: Any) -> dict[str, Any]:
