@@ -145,7 +145,7 @@ async def test_empty_or_unprintable_idempotency_key_is_400(
     """An empty key would be one key shared by every client that sends it. (Servers strip the
     spaces around a header value, so " " arrives empty too; HTTP clients refuse to send it.)"""
     stack = await make_stack(workers=0)
-    headers = {"Content-Type": b"application/json", "Idempotency-Key": key.encode("latin-1")}
+    headers = {b"Content-Type": b"application/json", b"Idempotency-Key": key.encode("latin-1")}
     response = await timed(stack.http.post(EXECUTE, content=body(order()), headers=headers))
     refused = assert_error(response, 400, "VALIDATION_ERROR")
     assert refused["details"][0]["field"] == "Idempotency-Key"
