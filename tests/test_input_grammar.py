@@ -15,9 +15,16 @@ from hypothesis import strategies as st
 from app.routes.orders import parse_json
 from app.routes.sim import validate_launch
 from shared.errors import EngineError, InvalidJson, InvalidOrder
-from shared.market.tokens import TOKENS
+from shared.grammar import (
+    PRICE_SCHEMA,
+    amount_digits,
+    launch_schema,
+    positive_decimal_pattern,
+    token_pattern,
+)
+from shared.market.tokens import TOKENS, Token, is_listed_pair, to_base_units
 from shared.models import validate_order
-from shared.numbers import DecimalSyntaxError, parse_decimal
+from shared.numbers import MAX_DECIMAL_CHARS, DecimalSyntaxError, parse_decimal
 
 BOUND_S = 0.005  # per input; the catastrophic cases took seconds to minutes
 
@@ -231,3 +238,46 @@ def test_fuzzed_amounts_and_prices_cost_microseconds(text: str, field: str) -> N
     if field == "maxPrice":
         order |= {"type": "sniper", "tokenOut": "11111111111111111111111111111112"}
     _assert_cheap_and_ours(validate_order, _encode(order))
+
+
+# ---------------------------------------------------------------------------------------------
+# the schema's patterns and the validators agree (what a pattern allows is accepted)
+
+
+def _partner(token: Token) -> Token:
+    return next(t for t in TOKENS if t is not token and is_listed_pair(token, t))
+
+
+def _matching(pattern: str) -> st.SearchStrategy[str]:
+    return st.from_regex(pattern, fullmatch=True).filter(lambda s: len(s) <= MAX_DECIMAL_CHARS)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(st.sampled_from(TOKENS), st.data())
+def test_every_amount_and_spelling_the_schema_allows_is_accepted(
+    token: Token, data: st.DataObject
+) -> None:
+    amount = data.draw(
+        _matching(positive_decimal_pattern(token.decimals, amount_digits(token.decimals)))
+    )
+    name = data.draw(st.from_regex(token_pattern([token]), fullmatch=True))
+    price = data.draw(_matching(PRICE_SCHEMA["anyOf"][0]["pattern"]))
+    partner = _partner(token)
+    new = validate_order(
+        {"type": "limit", "tokenIn": name, "tokenOut": partner.mint, "amountIn": amount}
+        | {"limitPrice": price}
+    )
+    assert (new.token_in, new.token_out) == (token, partner)
+    assert new.amount_in == to_base_units(token, Decimal(amount)) > 0
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(st.data())
+def test_every_launch_price_and_liquidity_the_schema_allows_is_accepted(
+    data: st.DataObject,
+) -> None:
+    properties = launch_schema()["properties"]
+    price = data.draw(_matching(properties["priceSol"]["anyOf"][0]["pattern"]))
+    liquidity = data.draw(_matching(properties["liquiditySol"]["anyOf"][0]["pattern"]))
+    launch = validate_launch({"priceSol": price, "liquiditySol": liquidity})
+    assert (launch.price_sol, launch.liquidity_sol) == (Decimal(price), Decimal(liquidity))

@@ -1,6 +1,7 @@
 """`GET /api/stats`, `GET /api/quotes`, `GET /health`."""
 
 import asyncio
+import re
 import time
 from typing import Annotated, Any
 
@@ -11,18 +12,49 @@ from app import service
 from app.deps import Res
 from app.errors import ERROR_RESPONSES, json_response
 from shared.errors import InvalidOrder, NoRoute
-from shared.grammar import amount_digits, positive_decimal_pattern, token_pattern
+from shared.grammar import MAX_TEXT, amount_digits, positive_decimal_pattern, token_pattern
 from shared.market.tokens import TOKENS
-from shared.models import Stats, validate_order
+from shared.models import Stats, positive_decimal, validate_order
 from shared.numbers import MAX_DECIMAL_CHARS
 
 router = APIRouter(tags=["system"])
 
 _ANY_TOKEN = token_pattern(list(TOKENS))
+_ANY_TOKEN_RE = re.compile(_ANY_TOKEN)
 _QUOTE_AMOUNT = positive_decimal_pattern(
     max(t.decimals for t in TOKENS), max(amount_digits(t.decimals) for t in TOKENS)
 )
 _SLIPPAGE = "^(?:[1-9][0-9]{0,2}|[1-4][0-9]{3}|5000)$"  # 1-5000, no sign, no leading zero
+_SLIPPAGE_RE = re.compile(_SLIPPAGE)
+
+
+def _documented(alias: str, pattern: str, description: str, max_length: int = MAX_TEXT) -> Any:
+    """A query parameter whose OpenAPI schema carries `pattern`; the route checks it itself,
+    so that a refusal names the problem rather than quoting the regular expression."""
+    return Query(
+        alias=alias,
+        max_length=max_length,
+        description=description,
+        json_schema_extra={"pattern": pattern},
+    )
+
+
+def _well_formed(token_in: str, token_out: str, amount_in: str, slippage_bps: str) -> None:
+    """400 for any parameter that is malformed on its own."""
+    problems = [
+        {"field": name, "message": "unknown token"}
+        for name, value in (("tokenIn", token_in), ("tokenOut", token_out))
+        if _ANY_TOKEN_RE.fullmatch(value) is None
+    ]
+    try:
+        positive_decimal(amount_in)
+    except ValueError as exc:
+        problems.append({"field": "amountIn", "message": str(exc)})
+    if _SLIPPAGE_RE.fullmatch(slippage_bps) is None:
+        problems.append({"field": "slippageBps", "message": "an integer from 1 to 5000"})
+    if problems:
+        raise InvalidOrder(f"{problems[0]['field']}: {problems[0]['message']}", problems)
+
 
 HEALTH_TIMEOUT_S = 2.0
 
@@ -42,13 +74,14 @@ async def stats(res: Res) -> dict[str, Any]:
 )
 async def quotes(
     res: Res,
-    token_in: Annotated[str, Query(alias="tokenIn", pattern=_ANY_TOKEN)],
-    token_out: Annotated[str, Query(alias="tokenOut", pattern=_ANY_TOKEN)],
+    token_in: Annotated[str, _documented("tokenIn", _ANY_TOKEN, "symbol (any case) or mint")],
+    token_out: Annotated[str, _documented("tokenOut", _ANY_TOKEN, "symbol (any case) or mint")],
     amount_in: Annotated[
-        str, Query(alias="amountIn", max_length=MAX_DECIMAL_CHARS, pattern=_QUOTE_AMOUNT)
+        str, _documented("amountIn", _QUOTE_AMOUNT, "a decimal, > 0", MAX_DECIMAL_CHARS)
     ],
-    slippage_bps: Annotated[str, Query(alias="slippageBps", pattern=_SLIPPAGE)] = "50",
+    slippage_bps: Annotated[str, _documented("slippageBps", _SLIPPAGE, "1-5000")] = "50",
 ) -> dict[str, Any]:
+    _well_formed(token_in, token_out, amount_in, slippage_bps)
     order = {"tokenIn": token_in, "tokenOut": token_out, "amountIn": amount_in}
     try:
         valid = validate_order(order | {"slippageBps": int(slippage_bps)})
