@@ -7,6 +7,7 @@ The server is a live `make_stack()` uvicorn on the test's event loop, so schemat
 synchronous) runs in a worker thread while the loop keeps serving."""
 
 import asyncio
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +27,8 @@ from solders.pubkey import Pubkey
 from shared.grammar import PUBKEY_FORMAT
 from tests.conftest import StackFactory
 
-MAX_EXAMPLES = 50  # per operation and generation mode: a fixed budget (~1 min here)
+# Per operation and generation mode: a fixed budget (~1 min here); raise it for a longer hunt.
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 CHECKS: list[Callable[..., Any]] = [not_a_server_error, response_schema_conformance]
 
 # Mints are base58 of exactly 32 bytes, which no pattern can say; the schema names the format.
