@@ -43,6 +43,14 @@ class IdempotencyKeyReused(EngineError):
     code = "IDEMPOTENCY_KEY_REUSED"
 
 
+class NoRoute(EngineError):
+    """A well-formed quote request the market cannot serve: the pair does not trade, the
+    amount is finer than tokenIn's decimals or too large for it, or no venue can fill it."""
+
+    status_code = 422
+    code = "NO_ROUTE"
+
+
 class IdempotencyInProgress(EngineError):
     status_code = 409
     code = "IDEMPOTENCY_IN_PROGRESS"

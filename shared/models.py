@@ -3,55 +3,114 @@
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 from solders.pubkey import Pubkey
 
 from shared.errors import InvalidJson, InvalidOrder
+from shared.grammar import (
+    CONTROL_CHARS,
+    MAX_EXPIRY_S,
+    MAX_PRICE_DIGITS,
+    MAX_PRICE_PLACES,
+    MAX_TEXT,
+    U64_MAX,
+)
 from shared.market.tokens import (
+    RESERVED_ADDRESSES,
     Token,
     is_listed_pair,
     resolve_token,
     to_base_units,
     unlisted_token,
 )
-from shared.numbers import dec_str
+from shared.numbers import dec_str, decimal_places, parse_decimal
 
 OrderType = Literal["market", "limit", "sniper"]
 TERMINAL_STATUSES = ("confirmed", "failed", "cancelled", "expired")
-U64_MAX = 2**64 - 1
 MAX_AMOUNT_HUMAN = Decimal(10) ** 12
-MAX_EXPIRY_S = 30 * 24 * 3600
+MAX_PRICE = Decimal(10) ** MAX_PRICE_DIGITS
 
 
 class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class OrderCreate(CamelModel):
-    """The body of `POST /api/orders/execute` (and the first WebSocket message)."""
+def no_control_chars(value: str) -> str:
+    """Refuse NUL, control characters and lone surrogates (a UTF-8 column cannot store them)."""
+    found = CONTROL_CHARS.search(value)
+    if found is not None:
+        raise ValueError(f"control character U+{ord(found.group()):04X} not allowed")
+    return value
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=True
-    )
+
+def positive_decimal(value: object) -> Decimal:
+    """A decimal in the wire grammar (`shared.numbers`), greater than zero."""
+    number = parse_decimal(value)
+    if not number:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def price(value: object) -> Decimal | None:
+    """A price: > 0, below 10**15, at most 18 decimal places (or None: not given)."""
+    if value is None:
+        return None
+    number = positive_decimal(value)
+    if number >= MAX_PRICE:
+        raise ValueError(f"must be below {MAX_PRICE:,}")
+    if decimal_places(number) > MAX_PRICE_PLACES:
+        raise ValueError(f"at most {MAX_PRICE_PLACES} decimal places")
+    return number
+
+
+def integral(value: object) -> object:
+    """A JSON number with a zero fraction (`60.0`, `6e1`) is an integer, as JSON Schema says;
+    anything else goes on to the strict integer check unchanged (and `60.5` fails it)."""
+    if isinstance(value, Decimal):
+        try:
+            number = parse_decimal(value)
+        except ValueError:
+            return value
+        if number == number.to_integral_value():
+            return int(number)
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(no_control_chars)]
+JsonInt = Annotated[StrictInt, BeforeValidator(integral)]
+Amount = Annotated[Decimal, PlainValidator(positive_decimal), WithJsonSchema({})]
+Price = Annotated[Decimal | None, PlainValidator(price), WithJsonSchema({})]
+
+
+class OrderCreate(CamelModel):
+    """The body of `POST /api/orders/execute` (and the first WebSocket message). Its OpenAPI
+    schema is `shared.grammar.order_schema()`, written from the same bounds."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     type: OrderType = "market"
-    token_in: StrictStr = Field(min_length=1, max_length=64, description="symbol or base58 mint")
-    token_out: StrictStr = Field(min_length=1, max_length=64, description="symbol or base58 mint")
-    amount_in: Decimal = Field(
-        gt=0, allow_inf_nan=False, description="human units of tokenIn, number or decimal string"
-    )
-    slippage_bps: StrictInt = Field(50, ge=1, le=5000)
-    limit_price: Decimal | None = Field(
-        None, gt=0, allow_inf_nan=False, description="limit orders: minimum tokenOut per tokenIn"
-    )
-    max_price: Decimal | None = Field(
-        None, gt=0, allow_inf_nan=False, description="sniper orders: at most tokenIn per tokenOut"
-    )
-    expires_in_seconds: StrictInt | None = Field(None, ge=1, le=MAX_EXPIRY_S)
-    client_order_id: StrictStr | None = Field(None, max_length=64)
+    token_in: Text = Field(min_length=1, max_length=MAX_TEXT, description="symbol or mint")
+    token_out: Text = Field(min_length=1, max_length=MAX_TEXT, description="symbol or mint")
+    amount_in: Amount = Field(description="human units of tokenIn, number or decimal string")
+    slippage_bps: JsonInt = Field(50, ge=1, le=5000)
+    limit_price: Price = Field(None, description="limit orders: minimum tokenOut per tokenIn")
+    max_price: Price = Field(None, description="sniper orders: at most tokenIn per tokenOut")
+    expires_in_seconds: JsonInt | None = Field(None, ge=1, le=MAX_EXPIRY_S)
+    client_order_id: Text | None = Field(None, max_length=MAX_TEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +141,11 @@ def _detail(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message}
 
 
-def _pydantic_details(err: ValidationError) -> list[dict[str, str]]:
+def pydantic_details(err: ValidationError) -> list[dict[str, str]]:
     details = []
     for e in err.errors(include_url=False):
         field = ".".join(str(p) for p in e["loc"]) or "body"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         details.append(_detail(field, msg))
@@ -102,6 +161,11 @@ def _resolve(field: str, value: str) -> Token:
 
 def _sniper_target(value: str) -> Token:
     """A sniper's tokenOut: the mint of a token that does not trade yet."""
+    if value in RESERVED_ADDRESSES:
+        raise InvalidOrder(
+            "tokenOut: a program's address is never a token's mint",
+            [_detail("tokenOut", "a program's address, not a mint")],
+        )
     if resolve_token(value) is not None:
         raise InvalidOrder(
             "tokenOut: sniper orders target a token that has not launched yet",
@@ -124,7 +188,7 @@ def validate_order(body: Any) -> NewOrder:
     try:
         req = OrderCreate.model_validate(body)
     except ValidationError as err:
-        details = _pydantic_details(err)
+        details = pydantic_details(err)
         first = details[0]
         raise InvalidOrder(f"{first['field']}: {first['message']}", details) from None
     token_in = _resolve("tokenIn", req.token_in)

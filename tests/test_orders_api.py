@@ -727,21 +727,48 @@ async def test_quotes_compare_both_venues(api: Stack) -> None:
     "params",
     [
         pytest.param({"tokenIn": "DOGE", "tokenOut": "USDC", "amountIn": "1"}, id="unknown-token"),
-        pytest.param({"tokenIn": "SOL", "tokenOut": "SOL", "amountIn": "1"}, id="same-token"),
         pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "0"}, id="amount-zero"),
         pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "abc"}, id="amount-abc"),
         pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "-3"}, id="amount-neg"),
         pytest.param({"tokenIn": "SOL", "tokenOut": "USDC"}, id="amount-missing"),
         pytest.param(
-            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "0.000000001"},
-            id="no-venue-can-fill",
-        ),
-        pytest.param(
             {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "slippageBps": "0"},
             id="slippage-0",
+        ),
+        pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1e-999999999"}, id="exp"),
+        pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1_000"}, id="1_000"),
+        pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": " 1 "}, id="spaces"),
+        pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "\u0661"}, id="arabic-1"),
+        pytest.param({"tokenIn": "SOL\u0000", "tokenOut": "USDC", "amountIn": "1"}, id="nul"),
+        pytest.param({"tokenIn": "\u017fol", "tokenOut": "USDC", "amountIn": "1"}, id="long-s"),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "slippageBps": "5_0"},
+            id="slippage-underscore",
         ),
     ],
 )
 async def test_invalid_quote_requests_are_400(api: Stack, params: dict[str, str]) -> None:
     response = await api.http.get("/api/quotes", params=params)
     assert_error(response, 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"tokenIn": "SOL", "tokenOut": "SOL", "amountIn": "1"}, id="same-token"),
+        pytest.param({"tokenIn": "BTC", "tokenOut": "BONK", "amountIn": "1"}, id="no-pool-pair"),
+        pytest.param(
+            {"tokenIn": "USDC", "tokenOut": "SOL", "amountIn": "0.0000001"}, id="finer-than-usdc"
+        ),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "0.000000001"},
+            id="no-venue-can-fill",
+        ),
+    ],
+)
+async def test_well_formed_quotes_the_market_cannot_serve_are_422(
+    api: Stack, params: dict[str, str]
+) -> None:
+    """Each parameter is valid on its own (the OpenAPI schema cannot relate them): 422."""
+    response = await api.http.get("/api/quotes", params=params)
+    assert_error(response, 422, "NO_ROUTE")

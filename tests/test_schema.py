@@ -1,10 +1,15 @@
 """Property-based fuzzing of the HTTP API from its own OpenAPI document (schemathesis): valid and
-invalid requests to every operation; no response may be a 5xx or break the documented schema.
+invalid requests to every operation; no response may be a 5xx or break the documented schema,
+and no request the schema calls valid may be refused as malformed (400): the schema and the
+validation agree.
 
 The server is a live `make_stack()` uvicorn on the test's event loop, so schemathesis (which is
 synchronous) runs in a worker thread while the loop keeps serving."""
 
 import asyncio
+import os
+import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -13,17 +18,46 @@ import hypothesis.errors
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.result import Err
+from solders.pubkey import Pubkey
 
+from shared.grammar import PUBKEY_FORMAT
 from tests.conftest import StackFactory
 
-MAX_EXAMPLES = 50  # per operation and generation mode
+# Per operation and generation mode: a fixed budget (~1 min here); raise it for a longer hunt.
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 CHECKS: list[Callable[..., Any]] = [not_a_server_error, response_schema_conformance]
 
+# Mints are base58 of exactly 32 bytes, which no pattern can say; the schema names the format.
+schemathesis.openapi.format(
+    PUBKEY_FORMAT, st.binary(min_size=32, max_size=32).map(lambda raw: str(Pubkey.from_bytes(raw)))
+)
 
-def _fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> str | None:
+
+class Tally:
+    """Cases sent and statuses answered, per generation mode (the fuzzing runs in a thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.statuses: Counter[tuple[str, int]] = Counter()
+
+    def add(self, mode: GenerationMode, status: int) -> None:
+        with self.lock:
+            self.statuses[mode.value, status] += 1
+
+    def cases(self) -> int:
+        return sum(self.statuses.values())
+
+    def server_errors(self) -> int:
+        return sum(n for (_, status), n in self.statuses.items() if status >= 500)
+
+
+def _fuzz_operation(
+    operation: Any, mode: GenerationMode, base_url: str, tally: Tally
+) -> str | None:
     """Run one operation's examples; the failure (after shrinking) as text, or None."""
     session = requests.Session()
 
@@ -38,7 +72,13 @@ def _fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> str 
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:  # a schemathesis.Case
         response = case.call(base_url=base_url, session=session, timeout=10)
+        tally.add(mode, response.status_code)
         case.validate_response(response, checks=CHECKS)
+        if mode is GenerationMode.POSITIVE:  # schema-valid: never refused as malformed
+            assert response.status_code != 400, (
+                f"schema-valid request refused: {case.method} {case.formatted_path} "
+                f"query={case.query} headers={case.headers} body={case.body!r}: {response.text}"
+            )
 
     try:
         run()
@@ -51,7 +91,7 @@ def _fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> str 
     return None
 
 
-def _fuzz(base_url: str) -> tuple[list[str], list[str]]:
+def _fuzz(base_url: str, tally: Tally) -> tuple[list[str], list[str]]:
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     labels, failures = [], []
     for result in schema.get_all_operations():
@@ -59,7 +99,7 @@ def _fuzz(base_url: str) -> tuple[list[str], list[str]]:
         operation = result.ok()
         labels.append(operation.label)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            failure = _fuzz_operation(operation, mode, base_url)
+            failure = _fuzz_operation(operation, mode, base_url, tally)
             if failure is not None:
                 failures.append(failure)
     return labels, failures
@@ -69,7 +109,10 @@ async def test_no_server_errors_and_every_response_matches_the_schema(
     make_stack: StackFactory,
 ) -> None:
     stack = await make_stack(workers=1)
-    labels, failures = await asyncio.to_thread(_fuzz, stack.base_url)
+    tally = Tally()
+    labels, failures = await asyncio.to_thread(_fuzz, stack.base_url, tally)
+    print(f"schemathesis: {tally.cases()} cases, {tally.server_errors()} 5xx")
+    print("by (mode, status):", dict(sorted(tally.statuses.items())))
     # The run covered the API (the WebSocket route is not an OpenAPI operation).
     assert {
         "POST /api/orders/execute",
@@ -78,5 +121,11 @@ async def test_no_server_errors_and_every_response_matches_the_schema(
         "GET /api/stats",
         "GET /api/quotes",
         "GET /health",
+        "POST /api/sim/launches",
     } <= set(labels), labels
     assert not failures, "\n\n".join(failures)
+    assert tally.server_errors() == 0
+    # Both modes ran, and the positive cases were mostly accepted (not all refused as 4xx).
+    positive = {s: n for (m, s), n in tally.statuses.items() if m == "positive"}
+    assert sum(n for s, n in positive.items() if s < 300) > sum(positive.values()) // 4, positive
+    assert any(m == "negative" for m, _ in tally.statuses), tally.statuses

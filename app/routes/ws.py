@@ -79,7 +79,7 @@ async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
         return None
     except EngineError as err:
-        await ws.send_bytes(orjson.dumps({"type": "error", **err.body()}))
+        await ws.send_text(orjson.dumps({"type": "error", **err.body()}).decode())
         await ws.close(CLOSE_INVALID_ORDER, err.message[:120])
         return None
     message = {**accepted, "type": "accepted", "orderType": accepted["type"]}

@@ -89,27 +89,67 @@ def unlisted_token(mint: str, symbol: str | None = None) -> Token:
 
 
 def resolve_token(symbol_or_mint: str) -> Token | None:
-    """Return the token with this symbol (any case) or this exact mint address, else None."""
+    """Return the token with this symbol (any ASCII case) or this exact mint address, else None.
+
+    Only ASCII is upper-cased: `str.upper()` also maps look-alikes to ASCII letters (the long
+    s U+017F to "S", the dotless i U+0131 to "I"), which would let another string name a token.
+    """
+    if not symbol_or_mint.isascii():
+        return None
     return _BY_MINT.get(symbol_or_mint) or _BY_SYMBOL.get(symbol_or_mint.upper())
+
+
+# Addresses that are never a token's mint: the programs and sysvars every transaction names.
+# The System Program's address is 32 zero bytes, the "default" public key.
+RESERVED_ADDRESSES = frozenset(
+    {
+        "11111111111111111111111111111111",  # System Program
+        "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",  # SPL Token
+        "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb",  # SPL Token-2022
+        "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL",  # Associated Token Account
+        "ComputeBudget111111111111111111111111111111",  # Compute Budget
+        "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr",  # Memo
+        "SysvarRent111111111111111111111111111111111",
+        "SysvarC1ock11111111111111111111111111111111",
+        "675kPX9MHTjS2zt1qfr1NYHuzeLXfQM9H24wFSUt1Mp8",  # Raydium AMM v4
+        "CPMMoo8L3F4NbTegBCKVNunggL7H1ZpdTHKxQB5qKP1C",  # Raydium CPMM
+        "LBUZKhRxPF3XUpBCjp4YzTKgLccjZhTSDM9YuVaPwxo",  # Meteora DLMM
+    }
+)
 
 
 def to_base_units(token: Token, amount: Decimal) -> int:
     """Convert a human amount (e.g. ``Decimal("1.5")`` SOL) to exact base units.
 
-    Raises ValueError if the amount is not finite or has more fractional digits than the token
-    supports, because silently rounding a user's amount would trade a different size.
+    Raises ValueError if the amount is not finite, has more fractional digits than the token
+    supports (silently rounding a user's amount would trade a different size), or is absurdly
+    large. The cost is linear in the amount's digits whatever its exponent: `1e-999999999`
+    is refused without building 10**999999999.
     """
     if not amount.is_finite():
         raise ValueError(f"amount must be finite, got {amount}")
-    # Exact rational arithmetic: Decimal ops would round past the context precision.
-    numerator, denominator = amount.as_integer_ratio()
-    scale: int = 10**token.decimals
-    scaled, remainder = divmod(numerator * scale, denominator)
-    if remainder:
-        raise ValueError(
-            f"{amount} has more than {token.decimals} decimal places for {token.symbol}"
-        )
-    return scaled
+    sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite, checked above
+    coefficient: int = int(Decimal((0, digits, 0)))  # exact: no context precision applies
+    shift = exponent + token.decimals  # base units = coefficient * 10**shift
+    if coefficient == 0:
+        return 0
+    if shift >= 0:
+        if len(digits) + shift > _MAX_BASE_UNIT_DIGITS:
+            raise ValueError(f"{amount} {token.symbol} is out of range")
+        scaled: int = coefficient * 10**shift
+    else:
+        # Exact only if the last -shift digits are zeros, which needs -shift <= len(digits).
+        if -shift > len(digits) or coefficient % 10**-shift:
+            raise ValueError(
+                f"{amount} has more than {token.decimals} decimal places for {token.symbol}"
+            )
+        scaled = coefficient // 10**-shift
+    return -scaled if sign else scaled
+
+
+# Far above any amount a token account can hold (a u64 has 20 digits), far below slow.
+_MAX_BASE_UNIT_DIGITS = 80
 
 
 def from_base_units(token: Token, amount: int) -> Decimal:

@@ -11,16 +11,17 @@ from redis.asyncio import Redis
 from solders.keypair import Keypair
 
 from shared import keys
+from shared.grammar import U64_MAX
 from shared.market.pools import Pool
 from shared.market.raydium import RAYDIUM_CPMM, cp_new
 from shared.market.tokens import (
     NATIVE_SOL_MINT,
+    RESERVED_ADDRESSES,
     Token,
     price_to_base_units,
     resolve_token,
     unlisted_token,
 )
-from shared.models import U64_MAX
 from shared.sim.market import pair_key
 from shared.sim.programs import pool_address
 
@@ -65,24 +66,18 @@ async def launch(
     """Create the token and its SOL pool, then announce it on the launches channel."""
     mint = mint or str(Keypair().pubkey())
     symbol = symbol or f"NEW{random.randint(100, 999)}"
-    if resolve_token(mint) is not None:
-        raise LaunchError(f"{mint} is already listed")
+    if resolve_token(mint) is not None or mint in RESERVED_ADDRESSES:
+        raise LaunchError(f"{mint} is already listed or is a program's address")
     new = unlisted_token(mint, symbol)
     sol = resolve_token(NATIVE_SOL_MINT)
     assert sol is not None
-    reserve_sol = int(liquidity_sol * 10**sol.decimals)
+    reserve_sol = int(liquidity_sol.scaleb(sol.decimals))
     price = price_to_base_units(new, sol, price_sol)  # lamports per token base unit
-    if (
-        reserve_sol > U64_MAX
-        or reserve_sol * 10**new.decimals // max(int(price_sol * 10**sol.decimals), 1) > U64_MAX
-    ):
-        raise ValueError("price and liquidity give a pool larger than a token account can hold")
     address = pool_address(RAYDIUM_CPMM, mint, NATIVE_SOL_MINT, "launch")
-    pool = Pool(
-        "raydium",
-        cp_new(address, RAYDIUM_CPMM, mint, NATIVE_SOL_MINT, LAUNCH_FEE_BPS, price, reserve_sol),
-        0,
-    )
+    cp = cp_new(address, RAYDIUM_CPMM, mint, NATIVE_SOL_MINT, LAUNCH_FEE_BPS, price, reserve_sol)
+    if max(cp.reserve_a, cp.reserve_b) > U64_MAX:
+        raise ValueError("price and liquidity give a pool larger than a token account can hold")
+    pool = Pool("raydium", cp, 0)
     info = orjson.dumps(
         {"symbol": symbol, "decimals": new.decimals, "launchedAtMs": int(time.time() * 1000)}
     ).decode()
