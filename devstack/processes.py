@@ -192,13 +192,14 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A preexec function: the child is sent SIGTERM when its parent dies, even by SIGKILL.
 
-    PR_SET_PDEATHSIG is set by the kernel on the child itself, before it runs any code of its
-    own, so no window is left where the parent can die unnoticed except between fork and the
-    prctl; the getppid check closes that one. It needs no cooperation from the program run
-    (the API and worker shut down gracefully on SIGTERM already), and it cannot be missed the
-    way a heartbeat or a pipe read in the child's event loop could be while that loop is busy.
-    The signal is tied to the *thread* that forked, so spawn from a thread that lives as long
-    as the parent (the supervisor's main thread). Linux only; elsewhere this does nothing.
+    Why PR_SET_PDEATHSIG rather than a pipe the child watches: the kernel delivers it however
+    the parent dies, it is set in the child between fork and exec (before any of the child's
+    own code runs), it needs no code in the API or the worker (both already shut down
+    gracefully on SIGTERM), and a busy or blocked event loop cannot miss it the way it could
+    miss a pipe closing. The one window, the parent dying between fork and the prctl, is closed
+    by the getppid check. The signal follows the *thread* that forked, so spawn from a thread
+    that lives as long as the parent (the supervisor's main thread). Linux only; elsewhere the
+    children outlive a killed parent.
     """
 
     # libc is loaded here, in the parent: the child only calls into it.

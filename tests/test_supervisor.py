@@ -1,0 +1,307 @@
+"""`python -m devstack run` (what `make run` runs) as a real subprocess: its supervisor restarts a
+process that dies while the rest keep running, refuses a taken port before saying "ready", and
+stops only what it started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from devstack.cli import demo_command
+from devstack.processes import pid_alive
+from devstack.servers import ServerPair
+from tests.conftest import free_port
+from tests.procs import (
+    BASE_ENV,
+    ROOT,
+    assert_executed_once,
+    assert_gapless,
+    submit,
+    wait_order_terminal,
+)
+
+START_TIMEOUT_S = 60.0
+EVENT_TIMEOUT_S = 30.0
+_POLL_S = 0.05
+_STARTED = re.compile(r"» (\S+) (?:started|restarted), pid (\d+)")
+
+
+def run_env(data_dir: Path, port: int, **overrides: str) -> dict[str, str]:
+    """The environment of a `make run` of this test's own: its data folder and port, two
+    workers, quick simulated latency, and no external servers."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PG", "TEST_")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env |= BASE_ENV | {"DATA_DIR": str(data_dir), "HOST": "127.0.0.1", "PORT": str(port)}
+    env |= {"WORKERS": "2"}
+    env |= {"SHUTDOWN_GRACE_S": "3", "PYTHONUNBUFFERED": "1"}
+    return env | overrides
+
+
+@dataclass
+class Run:
+    """One `python -m devstack run` subprocess and its output."""
+
+    popen: subprocess.Popen[bytes]
+    out: Path
+    port: int
+    data_dir: Path
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def pids(self) -> dict[str, int]:
+        """The latest pid the supervisor reported for each of its processes."""
+        return {name: int(pid) for name, pid in _STARTED.findall(self.text())}
+
+    def url_of(self, server: str) -> str:
+        found = re.search(rf"» {server} \(embedded\) at (\S+)", self.text())
+        assert found, self.text()
+        return found.group(1)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def wait_for(self, pattern: str, timeout_s: float = EVENT_TIMEOUT_S) -> re.Match[str]:
+        """Wait until the output matches `pattern` (a regex); the match."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = re.search(pattern, self.text())
+            if found:
+                return found
+            assert time.monotonic() < deadline, f"never printed {pattern!r}:\n{self.text()}"
+            assert self.popen.poll() is None, f"exited {self.popen.returncode}:\n{self.text()}"
+            await asyncio.sleep(_POLL_S)  # sleep-ok: polling the supervisor's output
+
+    async def exit_code(self, timeout_s: float = EVENT_TIMEOUT_S) -> int:
+        return await asyncio.to_thread(self.popen.wait, timeout_s)
+
+
+def spawn_run(data_dir: Path, port: int, out: Path, **overrides: str) -> Run:
+    with out.open("ab") as sink:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "run"],
+            cwd=ROOT,
+            env=run_env(data_dir, port, **overrides),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return Run(popen, out, port, data_dir)
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="oee-run-") as tmp:
+        os.chmod(tmp, 0o755)  # as root PostgreSQL runs as `nobody`, which must reach its data
+        yield Path(tmp)
+
+
+@contextlib.asynccontextmanager
+async def make_run(**overrides: str) -> AsyncIterator[Run]:
+    """A running `make run` (ready), stopped with SIGINT afterwards; whatever is left of it
+    (after a test killed the supervisor itself) is killed."""
+    with scratch() as root:
+        run = spawn_run(root / "data", free_port(), root / "run.log", **overrides)
+        try:
+            await run.wait_for(r"» ready in", START_TIMEOUT_S)
+            yield run
+        finally:
+            if run.popen.poll() is None:
+                run.popen.send_signal(signal.SIGINT)
+                try:
+                    await run.exit_code()
+                except subprocess.TimeoutExpired:
+                    run.popen.kill()
+            for pid in run.pids().values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                ServerPair(root / "data").kill()
+
+
+async def wait_healthy(base_url: str, timeout_s: float = EVENT_TIMEOUT_S) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await http.get("/health")
+                if response.status_code == 200:
+                    body: dict[str, Any] = response.json()
+                    return body
+            assert time.monotonic() < deadline, f"{base_url} not healthy"
+            await asyncio.sleep(_POLL_S)  # sleep-ok: polling for readiness
+
+
+async def wait_gone(pids: list[int], timeout_s: float = EVENT_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(map(pid_alive, pids)):
+        alive = [p for p in pids if pid_alive(p)]
+        assert time.monotonic() < deadline, f"still running: {alive}"
+        await asyncio.sleep(_POLL_S)  # sleep-ok: waiting for processes to exit
+
+
+async def submit_many(http: httpx.AsyncClient, count: int) -> list[str]:
+    accepted = await asyncio.gather(*(submit(http, "0.01") for _ in range(count)))
+    return [a["orderId"] for a in accepted]
+
+
+async def assert_all_executed_once(run: Run, order_ids: list[str]) -> dict[str, int]:
+    """Every order reaches a terminal status, each confirmed one landed exactly once on the
+    cluster and none of the others did; the count per status."""
+    database_url, redis_url = run.url_of("PostgreSQL"), run.url_of("Valkey")
+    rows = await asyncio.gather(
+        *(wait_order_terminal(database_url, oid, 60, redis_url=redis_url) for oid in order_ids)
+    )
+    conn = await asyncpg.connect(database_url)
+    redis = Redis.from_url(redis_url)
+    try:
+        for order_id in order_ids:
+            await assert_executed_once(conn, redis, order_id)
+        await assert_gapless(conn)
+    finally:
+        await redis.aclose()
+        await conn.close()
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+async def test_a_dead_worker_is_restarted_and_no_order_is_lost(signum: int) -> None:
+    async with make_run() as run, httpx.AsyncClient(base_url=run.base_url, timeout=10) as http:
+        before = run.pids()
+        assert set(before) == {"api", "worker-1", "worker-2"}, run.text()
+        in_flight = await submit_many(http, 12)
+
+        os.kill(before["worker-1"], signum)
+        restarted = await run.wait_for(r"» worker-1 restarted, pid (\d+)")
+        # SIGTERM is a graceful stop: the worker finishes or hands back its jobs and exits.
+        how = "killed by SIGKILL" if signum == signal.SIGKILL else "exited with code 0"
+        assert f"worker-1 (pid {before['worker-1']}) {how}" in run.text()
+
+        after = run.pids()
+        assert int(restarted.group(1)) == after["worker-1"] != before["worker-1"]
+        assert (after["api"], after["worker-2"]) == (before["api"], before["worker-2"])
+        assert pid_alive(after["api"]) and pid_alive(after["worker-2"])
+        later = await submit_many(http, 12)
+
+        counts = await assert_all_executed_once(run, in_flight + later)
+        assert sum(counts.values()) == 24
+        assert counts.get("confirmed", 0) > 0, counts
+        # The supervisor and the other processes never stopped.
+        assert run.popen.poll() is None
+        assert run.pids() == after
+
+
+@pytest.mark.chaos
+async def test_a_killed_api_is_restarted_and_serves_again() -> None:
+    async with make_run() as run:
+        before = run.pids()
+        os.kill(before["api"], signal.SIGKILL)
+        restarted = await run.wait_for(r"» api restarted, pid (\d+)")
+        assert int(restarted.group(1)) != before["api"]
+        assert f"api (pid {before['api']}) killed by SIGKILL" in run.text()
+
+        health = await wait_healthy(run.base_url)
+        assert health["postgres"]["ok"] and health["redis"]["ok"], health
+        after = run.pids()
+        assert (after["worker-1"], after["worker-2"]) == (before["worker-1"], before["worker-2"])
+        async with httpx.AsyncClient(base_url=run.base_url, timeout=10) as http:
+            counts = await assert_all_executed_once(run, await submit_many(http, 4))
+        assert sum(counts.values()) == 4
+
+
+@pytest.mark.chaos
+async def test_a_second_run_refuses_a_taken_port_and_leaves_the_first_ones_servers() -> None:
+    async with make_run() as first:
+        pg_pid = ServerPair(first.data_dir).pg.live_pid()
+        assert pg_pid is not None
+
+        # Same checkout, same port: refused before anything starts or "ready" is printed.
+        same = spawn_run(first.data_dir, first.port, first.data_dir.parent / "same.log")
+        assert await same.exit_code() == 2
+        assert f"port {first.port} is already in use" in same.text()
+        assert f"PORT={first.port + 1} make run" in same.text()
+        assert "» ready in" not in same.text() and "already running" not in same.text()
+
+        # Same checkout, another port: adopts the servers and, stopped, leaves them running.
+        other = spawn_run(
+            first.data_dir, free_port(), first.data_dir.parent / "other.log", WORKERS="1"
+        )
+        await other.wait_for(r"» ready in", START_TIMEOUT_S)
+        assert "PostgreSQL already running" in other.text()
+        assert "Valkey already running" in other.text()
+        other.popen.send_signal(signal.SIGINT)
+        assert await other.exit_code() == 0
+        assert "left PostgreSQL and Valkey running" in other.text()
+
+        health = await wait_healthy(first.base_url, timeout_s=5)
+        assert health["postgres"]["ok"] and health["redis"]["ok"], health
+        assert ServerPair(first.data_dir).pg.live_pid() == pg_pid
+        assert first.popen.poll() is None
+
+
+@pytest.mark.chaos
+async def test_ctrl_c_stops_every_process_and_server_the_run_started() -> None:
+    async with make_run() as run:
+        pids = list(run.pids().values())
+        pair = ServerPair(run.data_dir)
+        server_pids = [pair.pg.live_pid(), pair.valkey.live_pid()]
+        assert None not in server_pids
+        run.popen.send_signal(signal.SIGINT)
+        assert await run.exit_code() == 0
+        assert not any(map(pid_alive, pids)), pids
+        assert not pair.pg.is_running() and not pair.valkey.is_running()
+        assert "» stopped" in run.text()
+
+
+@pytest.mark.chaos
+async def test_the_processes_die_with_a_killed_supervisor() -> None:
+    async with make_run() as run:
+        pids = list(run.pids().values())
+        run.popen.kill()
+        await run.exit_code()
+        await wait_gone(pids)
+
+
+def test_a_taken_port_is_refused_before_anything_starts() -> None:
+    with scratch() as root, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = spawn_run(root / "data", port, root / "run.log")
+        assert run.popen.wait(30) == 2
+        lines = run.text().strip().splitlines()
+        assert lines == [
+            f"» port {port} is already in use on 127.0.0.1 (another make run, or another "
+            f"program); nothing was started. Choose another port: PORT={port + 1} make run"
+        ]
+        assert not (root / "data" / "postgres").exists()
+
+
+def test_the_banner_names_the_demo_command_for_the_port() -> None:
+    assert demo_command(3000) == "make demo"
+    assert demo_command(3001) == "PORT=3001 make demo"
