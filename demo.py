@@ -5,6 +5,9 @@ Start the server first (`make run`), then:
 
     python demo.py [--url http://localhost:3000] [--orders 5] [--pairs SOL/USDC:1.5 ...]
 
+The URL defaults to the API `make run` starts: http://localhost:$PORT (3000 when PORT is unset),
+so `PORT=3001 make demo` follows `PORT=3001 make run`.
+
 All orders are submitted at once and each is followed over its own WebSocket. On a terminal the
 progress is a live table; otherwise (CI, pipes, `--plain`) one plain line is printed per event.
 Exit status: 0 when every order reached a terminal status (a `failed` order counts: it is a real
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -51,7 +55,7 @@ SUBMITTING, REJECTED, UNSUPPORTED, LOST = "sending", "rejected", "unsupported", 
 UNSUCCESSFUL = frozenset({"failed", "cancelled", "expired", REJECTED, LOST})
 VENUES = {"raydium": "Raydium", "meteora": "Meteora"}
 
-DEFAULT_URL = "http://localhost:3000"
+DEFAULT_PORT = 3000
 DEFAULT_PAIRS = (
     "SOL/USDC:1.5",
     "USDC/SOL:250",
@@ -955,9 +959,15 @@ def pair_argument(text: str) -> list[OrderSpec]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def parse_args(argv: Sequence[str] | None) -> Options:
+def default_url(env: Mapping[str, str]) -> str:
+    """The API `make run` serves with this environment: http://localhost:$PORT."""
+    return f"http://localhost:{env.get('PORT') or DEFAULT_PORT}"
+
+
+def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] = os.environ) -> Options:
+    url = default_url(env)
     parser = argparse.ArgumentParser(description="Submit a few swaps and watch them execute.")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"engine base URL ({DEFAULT_URL})")
+    parser.add_argument("--url", default=url, help=f"engine base URL ({url}, from PORT)")
     parser.add_argument("--orders", type=int, default=5, help="market orders to place (5)")
     parser.add_argument(
         "--pairs",
