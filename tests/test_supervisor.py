@@ -161,6 +161,23 @@ async def wait_gone(pids: list[int], timeout_s: float = EVENT_TIMEOUT_S) -> None
         await asyncio.sleep(_POLL_S)  # sleep-ok: waiting for processes to exit
 
 
+async def wait_in_flight(database_url: str, count: int) -> int:
+    """Wait until at least `count` orders are being worked on (past `pending`, not terminal)."""
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    conn = await asyncpg.connect(database_url)
+    try:
+        while True:
+            working: int = await conn.fetchval(
+                "SELECT count(*) FROM orders WHERE status IN ('routing', 'building', 'submitted')"
+            )
+            if working >= count:
+                return working
+            assert time.monotonic() < deadline, f"only {working} orders in flight"
+            await asyncio.sleep(_POLL_S)  # sleep-ok: polling the source of truth with a deadline
+    finally:
+        await conn.close()
+
+
 async def submit_many(http: httpx.AsyncClient, count: int) -> list[str]:
     accepted = await asyncio.gather(*(submit(http, "0.01") for _ in range(count)))
     return [a["orderId"] for a in accepted]
@@ -191,13 +208,20 @@ async def assert_all_executed_once(run: Run, order_ids: list[str]) -> dict[str, 
 @pytest.mark.chaos
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 async def test_a_dead_worker_is_restarted_and_no_order_is_lost(signum: int) -> None:
-    async with make_run() as run, httpx.AsyncClient(base_url=run.base_url, timeout=10) as http:
+    # Two job slots per worker: with more than two orders in flight, both workers hold some.
+    async with (
+        make_run(WORKER_CONCURRENCY="2") as run,
+        httpx.AsyncClient(base_url=run.base_url, timeout=10) as http,
+    ):
         before = run.pids()
         assert set(before) == {"api", "worker-1", "worker-2"}, run.text()
         in_flight = await submit_many(http, 12)
+        working = await wait_in_flight(run.url_of("PostgreSQL"), 3)
 
         os.kill(before["worker-1"], signum)
+        killed_at = time.monotonic()
         restarted = await run.wait_for(r"» worker-1 restarted, pid (\d+)")
+        restart_s = time.monotonic() - killed_at
         # SIGTERM is a graceful stop: the worker finishes or hands back its jobs and exits.
         how = "killed by SIGKILL" if signum == signal.SIGKILL else "exited with code 0"
         assert f"worker-1 (pid {before['worker-1']}) {how}" in run.text()
@@ -209,8 +233,13 @@ async def test_a_dead_worker_is_restarted_and_no_order_is_lost(signum: int) -> N
         later = await submit_many(http, 12)
 
         counts = await assert_all_executed_once(run, in_flight + later)
+        settled_s = time.monotonic() - killed_at
         assert sum(counts.values()) == 24
         assert counts.get("confirmed", 0) > 0, counts
+        print(
+            f"{signal.Signals(signum).name}: {working} in flight at the kill, restarted after "
+            f"{restart_s:.2f} s, all 24 terminal {settled_s:.1f} s after the kill: {counts}"
+        )
         # The supervisor and the other processes never stopped.
         assert run.popen.poll() is None
         assert run.pids() == after
