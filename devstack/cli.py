@@ -4,32 +4,28 @@ Refuses at once when the API port is taken. Starts embedded PostgreSQL and Valke
 `DATA_DIR` unless DATABASE_URL / REDIS_URL are set (adopting servers another `make run` of the
 same checkout already runs), then the API and `--workers` workers under a supervisor that
 restarts any of them that dies. Prints where everything is once the API is healthy. Ctrl-C or
-SIGTERM stops the stack: the processes, and the servers this run started unless another
-`make run` still uses them; servers it adopted are left running.
+SIGTERM stops the stack: its processes, and the embedded servers unless another `make run`
+on the same data still uses them (then the last one to stop stops them).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from devstack.processes import DevstackError, describe_exit, port_is_free
 from devstack.server import Server
-from devstack.servers import ServerPair
+from devstack.servers import ServerPair, Users
 from devstack.supervisor import Supervisor
 from shared.settings import Settings, get_settings
 
 HEALTH_TIMEOUT_S = 60.0
 DEFAULT_PORT = 3000
-RUN_LOCK = "devstack.run.lock"
 
 
 def say(line: str) -> None:
@@ -55,60 +51,34 @@ def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-@contextlib.contextmanager
-def _run_lock(data_dir: Path) -> Iterator[int]:
-    """A shared lock held by every `make run` on `data_dir` for its whole life; yields the fd.
-
-    Whether another run still holds it is how a run tells, when it stops, that the servers it
-    started are still in use by another one (which adopted them) and must be left running.
-    """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _others_hold(lock_fd: int) -> bool:
-    """Whether another `make run` holds the run lock (called once, on the way out)."""
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    return False
-
-
-def _start_servers(settings: Settings, env: dict[str, str], servers: list[Server]) -> None:
-    """Start (or adopt) the embedded servers that no URL replaces, adding each to `servers` as
+def _start_servers(settings: Settings, env: dict[str, str], used: list[Server]) -> None:
+    """Start (or adopt) the embedded servers that no URL replaces, adding each to `used` as
     soon as it runs (so a failure later still stops it); sets their URLs in `env`."""
     pair = ServerPair(Path(settings.data_dir).absolute(), persist=True, log=say)
     if not settings.database_url:
         env["DATABASE_URL"] = pair.pg.start()
-        servers.append(pair.pg)
+        used.append(pair.pg)
         say(f"PostgreSQL (embedded) at {env['DATABASE_URL']}")
     if not settings.redis_url:
         env["REDIS_URL"] = pair.valkey.start()
-        servers.append(pair.valkey)
+        used.append(pair.valkey)
         say(f"Valkey (embedded) at {env['REDIS_URL']}")
 
 
-def _stop_servers(servers: list[Server], lock_fd: int, data_dir: Path) -> None:
-    """Stop the servers this run started, unless another run still uses them."""
-    started = [s for s in servers if not s.adopted]
-    adopted = [s for s in servers if s.adopted]
-    if started and _others_hold(lock_fd):
-        say(f"leaving {_names(started)} running: another make run on {data_dir} still uses it")
-        adopted += started
-        started = []
-    for server in reversed(started):
+def _stop_servers(used: list[Server], users: Users, data_dir: Path) -> None:
+    """Stop the embedded servers, unless another make run (or `servers up`) still uses them.
+
+    So a run never pulls the servers from under another one, whichever started them, and the
+    last one to stop leaves nothing running (servers a killed run left behind included).
+    """
+    if not used:
+        return
+    if users.others():
+        say(f"leaving {_names(used)} running: another make run on {data_dir} still uses it")
+        return
+    for server in reversed(used):
         server.stop()
-    if adopted:
-        say(
-            f"left {_names(adopted)} running (this run did not start it); stop it with "
-            f"python -m devstack.servers down --data-dir {data_dir}"
-        )
+    say(f"stopped {_names(used)}")
 
 
 def _names(servers: list[Server]) -> str:
@@ -167,10 +137,10 @@ def run(workers: int) -> int:
     supervisor.add("api", [sys.executable, "-m", "app"])
     for number in range(1, workers + 1):
         supervisor.add(f"worker-{number}", [sys.executable, "-m", "worker"])
-    servers: list[Server] = []
-    with _run_lock(data_dir) as lock_fd, supervisor.signals() as wake:
+    used: list[Server] = []
+    with Users(data_dir) as users, supervisor.signals() as wake:
         try:
-            _start_servers(settings, env, servers)
+            _start_servers(settings, env, used)
             if supervisor.stopping:
                 return 0
             supervisor.start_all()
@@ -188,7 +158,7 @@ def run(workers: int) -> int:
         finally:
             say("stopping …")
             supervisor.stop_all()
-            _stop_servers(servers, lock_fd, data_dir)
+            _stop_servers(used, users, data_dir)
             say("stopped")
 
 

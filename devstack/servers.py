@@ -20,6 +20,8 @@ The pieces live by concern: `devstack.processes` (pids, ports, child processes),
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import signal
 import sys
 import threading
@@ -38,6 +40,7 @@ __all__ = [
     "EmbeddedValkey",
     "Server",
     "ServerPair",
+    "Users",
     "free_port",
 ]
 
@@ -110,6 +113,44 @@ class ServerPair:
         return [pid, *children(pid)] if which == "postgres" else [pid]
 
 
+class Users:
+    """Who uses the servers under a folder: every `make run` and `servers up` on it holds a
+    shared lock on `<root>/devstack.users.lock` for as long as it uses them.
+
+    The kernel drops a lock when its holder dies, however it dies, so the lock tells apart
+    servers another live run still uses (leave them alone) from servers a killed run left
+    behind (whoever finds them may take them over and stop them when it is done).
+    """
+
+    FILE = "devstack.users.lock"
+
+    def __init__(self, root: Path) -> None:
+        self._path = Path(root) / self.FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> Users:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def others(self) -> bool:
+        """Whether anyone else holds the lock now. Asked once, on the way out: when no one
+        does, this holder keeps the lock exclusive, so no new user can adopt the servers while
+        it stops them (a new one waits, then starts them afresh)."""
+        assert self._fd is not None, "use Users as a context manager"
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
 # --- command line -----------------------------------------------------------------------------
 
 
@@ -139,20 +180,22 @@ def _up(args: argparse.Namespace) -> int:
     pair = _pair(args)
     started: list[Server] = []
     status = 0
-    try:
-        for server in pair.servers:
-            server.start()
-            if not server.adopted:
-                started.append(server)
-        print(f"DATABASE_URL={pair.pg.url}\nREDIS_URL={pair.valkey.url}", flush=True)
-        while not stopping.wait(timeout=1.0):
-            if not all(server.is_running() for server in pair.servers):
-                _stderr("a server exited unexpectedly; stopping")
-                status = 1
-                break
-    finally:
-        for server in reversed(started):
-            server.stop()
+    with Users(pair.root) as users:
+        try:
+            for server in pair.servers:
+                server.start()
+                if not server.adopted:
+                    started.append(server)
+            print(f"DATABASE_URL={pair.pg.url}\nREDIS_URL={pair.valkey.url}", flush=True)
+            while not stopping.wait(timeout=1.0):
+                if not all(server.is_running() for server in pair.servers):
+                    _stderr("a server exited unexpectedly; stopping")
+                    status = 1
+                    break
+        finally:
+            if not users.others():
+                for server in reversed(started):
+                    server.stop()
     return status
 
 

@@ -140,6 +140,22 @@ async def make_run(**overrides: str) -> AsyncIterator[Run]:
                 ServerPair(root / "data").kill()
 
 
+@contextlib.asynccontextmanager
+async def another_run(first: Run, port: int, name: str, **overrides: str) -> AsyncIterator[Run]:
+    """One more `make run` on the first one's data folder (not waited for); killed with its
+    processes afterwards if it is still running."""
+    run = spawn_run(first.data_dir, port, first.data_dir.parent / f"{name}.log", **overrides)
+    try:
+        yield run
+    finally:
+        if run.popen.poll() is None:
+            run.popen.kill()
+            run.popen.wait(10)
+            for pid in run.pids().values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
 async def wait_healthy(base_url: str, timeout_s: float = EVENT_TIMEOUT_S) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
@@ -264,33 +280,44 @@ async def test_a_killed_api_is_restarted_and_serves_again() -> None:
 
 
 @pytest.mark.chaos
-async def test_a_second_run_refuses_a_taken_port_and_leaves_the_first_ones_servers() -> None:
+async def test_a_second_run_refuses_a_taken_port_and_never_stops_servers_another_uses() -> None:
     async with make_run() as first:
-        pg_pid = ServerPair(first.data_dir).pg.live_pid()
-        assert pg_pid is not None
+        pair = ServerPair(first.data_dir)
+        pg_pid, valkey_pid = pair.pg.live_pid(), pair.valkey.live_pid()
+        assert pg_pid is not None and valkey_pid is not None
 
         # Same checkout, same port: refused before anything starts or "ready" is printed.
-        same = spawn_run(first.data_dir, first.port, first.data_dir.parent / "same.log")
-        assert await same.exit_code() == 2
+        async with another_run(first, first.port, "same") as same:
+            assert await same.exit_code() == 2
         assert f"port {first.port} is already in use" in same.text()
         assert f"PORT={first.port + 1} make run" in same.text()
         assert "» ready in" not in same.text() and "already running" not in same.text()
 
-        # Same checkout, another port: adopts the servers and, stopped, leaves them running.
-        other = spawn_run(
-            first.data_dir, free_port(), first.data_dir.parent / "other.log", WORKERS="1"
-        )
-        await other.wait_for(r"» ready in", START_TIMEOUT_S)
-        assert "PostgreSQL already running" in other.text()
-        assert "Valkey already running" in other.text()
-        other.popen.send_signal(signal.SIGINT)
-        assert await other.exit_code() == 0
-        assert "left PostgreSQL and Valkey running" in other.text()
-
+        # Another port: adopts the first one's servers and, stopped, leaves them to it.
+        async with another_run(first, free_port(), "second") as second:
+            await second.wait_for(r"» ready in", START_TIMEOUT_S)
+            assert "PostgreSQL already running" in second.text()
+            assert "Valkey already running" in second.text()
+            second.popen.send_signal(signal.SIGINT)
+            assert await second.exit_code() == 0
+        assert "leaving PostgreSQL and Valkey running" in second.text()
         health = await wait_healthy(first.base_url, timeout_s=5)
         assert health["postgres"]["ok"] and health["redis"]["ok"], health
-        assert ServerPair(first.data_dir).pg.live_pid() == pg_pid
-        assert first.popen.poll() is None
+        assert (pair.pg.live_pid(), pair.valkey.live_pid()) == (pg_pid, valkey_pid)
+
+        # The first stops while a third uses its servers: they stay; the last one out stops them.
+        async with another_run(first, free_port(), "third") as third:
+            await third.wait_for(r"» ready in", START_TIMEOUT_S)
+            first.popen.send_signal(signal.SIGINT)
+            assert await first.exit_code() == 0
+            assert "leaving PostgreSQL and Valkey running" in first.text()
+            health = await wait_healthy(third.base_url, timeout_s=5)
+            assert health["postgres"]["ok"] and health["redis"]["ok"], health
+            assert (pair.pg.live_pid(), pair.valkey.live_pid()) == (pg_pid, valkey_pid)
+            third.popen.send_signal(signal.SIGINT)
+            assert await third.exit_code() == 0
+        assert "» stopped PostgreSQL and Valkey" in third.text()
+        assert not pair.pg.is_running() and not pair.valkey.is_running()
 
 
 @pytest.mark.chaos
@@ -304,7 +331,7 @@ async def test_ctrl_c_stops_every_process_and_server_the_run_started() -> None:
         assert await run.exit_code() == 0
         assert not any(map(pid_alive, pids)), pids
         assert not pair.pg.is_running() and not pair.valkey.is_running()
-        assert "» stopped" in run.text()
+        assert "» stopped PostgreSQL and Valkey" in run.text()
 
 
 @pytest.mark.chaos
@@ -314,6 +341,16 @@ async def test_the_processes_die_with_a_killed_supervisor() -> None:
         run.popen.kill()
         await run.exit_code()
         await wait_gone(pids)
+
+        # Its servers outlive it; the next run takes them over and, last out, stops them.
+        pair = ServerPair(run.data_dir)
+        assert pair.pg.is_running() and pair.valkey.is_running()
+        async with another_run(run, run.port, "next") as after:
+            await after.wait_for(r"» ready in", START_TIMEOUT_S)
+            assert "PostgreSQL already running" in after.text()
+            after.popen.send_signal(signal.SIGINT)
+            assert await after.exit_code() == 0
+        assert not pair.pg.is_running() and not pair.valkey.is_running()
 
 
 def test_a_taken_port_is_refused_before_anything_starts() -> None:
