@@ -85,9 +85,13 @@ def _names(servers: list[Server]) -> str:
     return " and ".join(s.name for s in servers)
 
 
+# No proxy from the environment: the API is on this machine.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with _DIRECT.open(url, timeout=1) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -125,7 +129,7 @@ def _banner(settings: Settings, workers: int, started: float) -> None:
 
 
 def run(workers: int) -> int:
-    """Run the stack until SIGINT or SIGTERM; the exit status."""
+    """Run the stack until SIGINT, SIGTERM or SIGHUP; the exit status."""
     started_at = time.monotonic()
     settings = get_settings()
     if not port_is_free(settings.port, settings.host):

@@ -222,9 +222,11 @@ def spawn(
     cwd: Path | None = None,
     die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a child in a process group of its own, so that a Ctrl-C in the terminal reaches
-    only its parent, which decides how the child stops, and `signal_group` reaches whatever
-    the child started. Its output is appended to `log`, or shares the parent's when None.
+    """Start a child in a session (and process group) of its own, so that a Ctrl-C in the
+    terminal reaches only its parent, which decides how the child stops, and `signal_group`
+    reaches whatever the child started. Its output is appended to `log`, or shares the
+    parent's when None (a session of its own has no controlling terminal, so writing there
+    never stops it with SIGTTOU, whatever `stty tostop` says).
 
     `die_with_parent` sends the child SIGTERM when this process dies, however it dies (see
     `_die_with_parent`); use it only from a process with no other threads, as any preexec
@@ -240,7 +242,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
-            process_group=0,
+            start_new_session=True,
             preexec_fn=preexec,
         )
 

@@ -1,15 +1,15 @@
 """Keep the engine's processes running, as a process supervisor (systemd, runit) would.
 
-Every child runs in a process group of its own, so a Ctrl-C in the terminal reaches only the
-supervisor, which then stops the children itself (SIGTERM, then SIGKILL after a grace period).
-A child that exits while the supervisor is not stopping, for any reason (a crash, SIGKILL,
-SIGTERM sent to it alone, a clean exit), is started again after a backoff delay that doubles
-from `backoff_start_s` up to `backoff_max_s`, and goes back to the start once the child has
-stayed up `stable_s`; each exit and restart is logged. The others are left alone. Every child
-gets SIGTERM if the supervisor itself dies, even by SIGKILL (`processes.spawn`).
+Every child runs in a session (and process group) of its own, so a Ctrl-C in the terminal
+reaches only the supervisor, which then stops the children itself (SIGTERM, then SIGKILL after
+a grace period). A child that exits while the supervisor is not stopping, for any reason (a
+crash, SIGKILL, SIGTERM sent to it alone, a clean exit), is started again after a backoff delay
+that doubles from `backoff_start_s` up to `backoff_max_s`, and goes back to the start once the
+child has stayed up `stable_s`; each exit and restart is logged. The others are left alone.
+Every child gets SIGTERM if the supervisor itself dies, even by SIGKILL (`processes.spawn`).
 
-The loop sleeps in `select` on the signal wake-up pipe: SIGCHLD, SIGINT and SIGTERM wake it at
-once, and the timeout only covers the next restart that is due.
+The loop sleeps in `select` on the signal wake-up fd: SIGCHLD, SIGINT, SIGTERM and SIGHUP wake
+it at once, and the timeout only covers the next restart that is due.
 """
 
 from __future__ import annotations
@@ -89,10 +89,11 @@ class Supervisor:
         reader.setblocking(False)
         writer.setblocking(False)
         previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
         previous = {signum: signal.getsignal(signum) for signum in handled}
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        # SIGHUP: the terminal closed; stop as cleanly as on Ctrl-C.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._on_stop_signal)
         # A Python-level handler is what makes the interpreter write SIGCHLD to the wake-up fd.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         try:
@@ -117,7 +118,8 @@ class Supervisor:
                 pass
 
     def supervise(self, wake: socket.socket) -> None:
-        """Restart children as they die, until SIGINT or SIGTERM reaches the supervisor."""
+        """Restart children as they die, until SIGINT, SIGTERM or SIGHUP reaches the
+        supervisor."""
         while not self.stopping:
             self.check()
             self.wait(wake, self._next_timeout_s())
@@ -139,7 +141,7 @@ class Supervisor:
         how = describe_exit(child.proc.returncode)
         self.log(
             f"{child.name} (pid {child.proc.pid}) {how} after {up_s:.1f} s; "
-            f"restarting in {child.delay_s:.1f} s"
+            f"restarting in {child.delay_s:.2f} s"
         )
         child.proc = None
         child.due_at = now + child.delay_s

@@ -321,13 +321,14 @@ async def test_a_second_run_refuses_a_taken_port_and_never_stops_servers_another
 
 
 @pytest.mark.chaos
-async def test_ctrl_c_stops_every_process_and_server_the_run_started() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_a_stop_signal_stops_every_process_and_server_the_run_started(signum: int) -> None:
     async with make_run() as run:
         pids = list(run.pids().values())
         pair = ServerPair(run.data_dir)
         server_pids = [pair.pg.live_pid(), pair.valkey.live_pid()]
         assert None not in server_pids
-        run.popen.send_signal(signal.SIGINT)
+        run.popen.send_signal(signum)
         assert await run.exit_code() == 0
         assert not any(map(pid_alive, pids)), pids
         assert not pair.pg.is_running() and not pair.valkey.is_running()
