@@ -372,3 +372,62 @@ def test_a_taken_port_is_refused_before_anything_starts() -> None:
 def test_the_banner_names_the_demo_command_for_the_port() -> None:
     assert demo_command(3000) == "make demo"
     assert demo_command(3001) == "PORT=3001 make demo"
+
+
+# The supervisor alone, in a process of its own (it installs signal handlers and forks): a
+# child that keeps crashing, and the delays it is restarted after.
+_BACKOFF_SCRIPT = """
+import os, signal, sys, time
+from devstack.supervisor import Supervisor
+
+child_s, stable_s = float(sys.argv[1]), float(sys.argv[2])
+
+def log(line: str) -> None:
+    print(f"{time.monotonic():.4f} {line}", flush=True)
+    if "(restart 5)" in line:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+supervisor = Supervisor(
+    dict(os.environ), log, backoff_start_s=0.05, backoff_max_s=0.2, stable_s=stable_s
+)
+code = f"import time; time.sleep({child_s}); raise SystemExit(3)"
+supervisor.add("crasher", [sys.executable, "-c", code])
+with supervisor.signals() as wake:
+    supervisor.start_all()
+    supervisor.supervise(wake)
+    supervisor.stop_all()
+"""
+
+
+def supervise_a_crasher(child_s: float, stable_s: float) -> tuple[list[float], list[float]]:
+    """(the delays the supervisor announced, the gaps it actually left between an exit and
+    the restart), over five restarts."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BACKOFF_SCRIPT, str(child_s), str(stable_s)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    announced, gaps, exited_at = [], [], 0.0
+    for line in done.stdout.splitlines():
+        at, text = line.split(" ", 1)
+        if found := re.search(r"exited with code 3 after .*; restarting in ([\d.]+) s", text):
+            announced.append(float(found.group(1)))
+            exited_at = float(at)
+        elif "restarted" in text:
+            gaps.append(float(at) - exited_at)
+    assert len(gaps) == 5, done.stdout
+    return announced[:5], gaps
+
+
+def test_a_crashing_child_is_restarted_with_doubling_delays_up_to_the_cap() -> None:
+    announced, gaps = supervise_a_crasher(child_s=0, stable_s=60)
+    assert announced == [0.05, 0.1, 0.2, 0.2, 0.2]
+    assert all(gap >= delay for gap, delay in zip(gaps, announced, strict=True)), gaps
+
+
+def test_the_delay_starts_over_once_a_child_has_stayed_up() -> None:
+    announced, _ = supervise_a_crasher(child_s=0.3, stable_s=0.2)
+    assert announced == [0.05] * 5
