@@ -34,6 +34,7 @@ from tests.procs import (
     assert_executed_once,
     assert_gapless,
     submit,
+    total_swaps_landed,
     wait_order_terminal,
 )
 
@@ -212,12 +213,15 @@ async def assert_all_executed_once(run: Run, order_ids: list[str]) -> dict[str, 
         for order_id in order_ids:
             await assert_executed_once(conn, redis, order_id)
         await assert_gapless(conn)
+        swaps, pool_versions = await total_swaps_landed(redis)
     finally:
         await redis.aclose()
         await conn.close()
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
+    # Counted on the cluster too, which catches a swap signed without a `building` event.
+    assert swaps == pool_versions == counts.get("confirmed", 0), (swaps, pool_versions, counts)
     return counts
 
 
@@ -266,11 +270,13 @@ async def test_a_killed_api_is_restarted_and_serves_again() -> None:
     async with make_run() as run:
         before = run.pids()
         os.kill(before["api"], signal.SIGKILL)
+        killed_at = time.monotonic()
         restarted = await run.wait_for(r"» api restarted, pid (\d+)")
         assert int(restarted.group(1)) != before["api"]
         assert f"api (pid {before['api']}) killed by SIGKILL" in run.text()
 
         health = await wait_healthy(run.base_url)
+        print(f"API killed: healthy again after {time.monotonic() - killed_at:.2f} s")
         assert health["postgres"]["ok"] and health["redis"]["ok"], health
         after = run.pids()
         assert (after["worker-1"], after["worker-2"]) == (before["worker-1"], before["worker-2"])
