@@ -45,11 +45,6 @@ class Child:
     delay_s: float = BACKOFF_START_S
     due_at: float | None = None  # when a restart is due (monotonic), None while running
 
-    @property
-    def pid(self) -> int | None:
-        """The pid of the running process, None while it waits for its restart."""
-        return None if self.proc is None else self.proc.pid
-
 
 @dataclass
 class Supervisor:
@@ -63,7 +58,6 @@ class Supervisor:
     stop_timeout_s: float = 30.0
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
-    stop_signal: int | None = None
 
     def add(self, name: str, argv: list[str]) -> Child:
         """Register a program; `start_all` starts it."""
@@ -105,9 +99,8 @@ class Supervisor:
             reader.close()
             writer.close()
 
-    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def _on_stop_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
-        self.stop_signal = signum
 
     def wait(self, wake: socket.socket, timeout_s: float) -> None:
         """Sleep until a signal arrives or `timeout_s` passes, then drain the wake-up bytes."""
