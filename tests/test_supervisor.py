@@ -107,6 +107,8 @@ def spawn_run(data_dir: Path, port: int, out: Path, **overrides: str) -> Run:
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            # A terminal of its own, as it were: a Ctrl-C is SIGINT to this group.
+            start_new_session=True,
         )
     return Run(popen, out, port, data_dir)
 
@@ -334,7 +336,10 @@ async def test_a_stop_signal_stops_every_process_and_server_the_run_started(sign
         pair = ServerPair(run.data_dir)
         server_pids = [pair.pg.live_pid(), pair.valkey.live_pid()]
         assert None not in server_pids
-        run.popen.send_signal(signum)
+        if signum == signal.SIGINT:  # Ctrl-C: the terminal signals its whole foreground group
+            os.killpg(run.popen.pid, signum)
+        else:
+            run.popen.send_signal(signum)
         assert await run.exit_code() == 0
         assert not any(map(pid_alive, pids)), pids
         assert not pair.pg.is_running() and not pair.valkey.is_running()
