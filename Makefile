@@ -16,7 +16,7 @@ $(STAMP):
 
 install: $(STAMP)
 
-run: install ## start PostgreSQL + Valkey (embedded unless URLs are set), the API and a worker
+run: install ## PostgreSQL + Valkey (embedded unless URLs are set), the API and WORKERS workers, supervised
 	@$(PY) -m devstack run
 
 test: install ## the whole suite against real servers (embedded unless TEST_*_URL are set)
@@ -38,8 +38,8 @@ bench: install ## quick benchmarks (a few minutes); results in bench/results/
 bench-full: install
 	@$(PY) -m bench --full $(BENCH_ARGS)
 
-demo: install
-	@$(PY) demo.py
+demo: install ## watch a few orders execute on the API `make run` serves (follows PORT)
+	@$(PY) demo.py $(DEMO_ARGS)
 
 newman: ## run the Postman collection against a running server (BASE_URL)
 	@bash scripts/newman.sh

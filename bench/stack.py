@@ -26,8 +26,10 @@ import psutil  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
 from bench.http import get_json
-from devstack.servers import HOST as HOST
-from devstack.servers import EmbeddedPostgres, EmbeddedValkey, free_port
+from devstack import processes
+from devstack.processes import HOST as HOST
+from devstack.processes import free_port, signal_group
+from devstack.servers import ServerPair
 from shared.db import migrate
 
 TREE = Path(__file__).resolve().parents[1]  # the checkout this benchmark belongs to
@@ -39,41 +41,27 @@ STOP_TIMEOUT_S = 15.0
 _live: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
 @atexit.register
 def _kill_leftovers() -> None:
     for proc in list(_live.values()):
         if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
     _live.clear()
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start a child in a process group of its own, its output appended to `log`."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    """Start a child in a process group of its own, its output appended to `log`; the atexit
+    hook kills it if the run ends without stopping it."""
+    proc = processes.spawn(argv, env, log=log, cwd=cwd)
     _live[proc.pid] = proc
     return proc
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM the child's group, then SIGKILL it if it has not exited in time."""
-    if proc.poll() is None:
-        _kill_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
+    processes.stop_child(proc, timeout_s)
     _live.pop(proc.pid, None)
 
 
@@ -85,11 +73,7 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _read_pid(path: Path) -> int:
-    return int(path.read_text().split()[0])
-
-
-class Servers:
+class Servers(ServerPair):
     """PostgreSQL and Valkey for the whole suite, in a temporary folder.
 
     Every process reaches them over Unix sockets, as processes sharing a machine with their
@@ -100,20 +84,20 @@ class Servers:
 
     def __init__(self, tcp: bool = False) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="oee-bench-")
-        self.root = Path(self._tmp.name)
-        os.chmod(self.root, 0o755)  # as root, PostgreSQL runs as `nobody`, which must get in
-        sockets = None if tcp else self.root / "s"
-        self.pg = EmbeddedPostgres(self.root / "pg", fast=False, socket_dir=sockets)
-        self.valkey = EmbeddedValkey(self.root / "valkey", persist=True, socket_dir=sockets)
+        root = Path(self._tmp.name)
+        os.chmod(root, 0o755)  # as root, PostgreSQL runs as `nobody`, which must get in
+        super().__init__(root, fast=False, persist=True, unix_sockets=not tcp)
         self.transport = "TCP loopback" if tcp else "Unix sockets"
         self.admin_url = ""
-        self.redis_url = ""
 
-    def start(self) -> None:
-        self.pg.start(timeout_s=60)
-        self.valkey.start()
+    @property
+    def redis_url(self) -> str:
+        """Valkey's URL; "" before start(), so a scenario's environment can be built first."""
+        return super().redis_url if self.valkey.started else ""
+
+    def start(self, timeout_s: float = 60) -> None:
+        super().start(timeout_s)
         self.admin_url = self.db_url("postgres")
-        self.redis_url = self.valkey.local_url
 
     async def enable_stat_statements(self) -> None:
         """Load pg_stat_statements (a restart of this suite's own server), for profiling."""
@@ -128,18 +112,16 @@ class Servers:
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self.valkey.stop()
-        with contextlib.suppress(Exception):
-            self.pg.stop()
+            super().stop()
         self._tmp.cleanup()
 
     @property
     def pg_pid(self) -> int:
-        return _read_pid(self.pg.data_dir.resolve() / "postmaster.pid")
+        return self.pids("postgres")[0]
 
     @property
     def valkey_pid(self) -> int:
-        return _read_pid(self.valkey.data_dir / "valkey.pid")
+        return self.pids("valkey")[0]
 
     def db_url(self, name: str) -> str:
         return self.pg.local_url(name)

@@ -24,7 +24,8 @@ import orjson
 import websockets
 from redis.asyncio import Redis
 
-from devstack.servers import EmbeddedPostgres, EmbeddedValkey
+from devstack.processes import spawn
+from devstack.servers import ServerPair
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,70 +54,45 @@ BASE_ENV: dict[str, str] = {
 }
 
 
-@dataclass
-class Servers:
-    """A PostgreSQL and a Valkey server of this test's own, in `root`."""
+class Servers(ServerPair):
+    """A PostgreSQL (no fsync) and a persistent Valkey of this test's own, in `root`."""
 
-    root: Path
-    pg: EmbeddedPostgres
-    valkey: EmbeddedValkey
-    database_url: str = ""
-    redis_url: str = ""
-
-    def start(self) -> None:
-        self.pg.start()
-        self.valkey.start()
-        self.database_url = self.pg.local_url()
-        self.redis_url = self.valkey.local_url
+    def __init__(self, root: Path, unix_sockets: bool = False) -> None:
+        super().__init__(root, fast=True, persist=True, unix_sockets=unix_sockets)
 
     def restart_redis(self) -> None:
         """Graceful restart on the same data dir (SHUTDOWN flushes the append-only file)."""
+        before = self.redis_url
         self.valkey.stop()
         self.valkey.start()
-        assert self.valkey.local_url == self.redis_url, "Valkey came back on another port"
+        assert self.redis_url == before, "Valkey came back on another port"
 
     def restart_postgres(self) -> None:
+        before = self.database_url
         self.pg.start()
-        assert self.pg.local_url() == self.database_url, "PostgreSQL came back on another port"
+        assert self.database_url == before, "PostgreSQL came back on another port"
 
 
 @contextlib.contextmanager
 def own_servers(unix_sockets: bool = False) -> Iterator[Servers]:
-    """Start a PostgreSQL (no fsync) and a persistent Valkey in a fresh folder; stop both after.
+    """Start a PostgreSQL (no fsync) and a persistent Valkey in a fresh folder; kill both after.
     With `unix_sockets` the URLs reach both through Unix sockets instead of TCP."""
     with tempfile.TemporaryDirectory(prefix="oee-procs-") as tmp:
         os.chmod(tmp, 0o755)  # as root PostgreSQL runs as `nobody`, which must reach its data dir
-        root = Path(tmp)
-        sockets = root / "s" if unix_sockets else None
-        pg = EmbeddedPostgres(root / "pg", fast=True, socket_dir=sockets)
-        valkey = EmbeddedValkey(root / "vk", persist=True, socket_dir=sockets)
-        servers = Servers(root, pg, valkey)
+        servers = Servers(Path(tmp), unix_sockets)
         try:
             servers.start()
             yield servers
         finally:
             with contextlib.suppress(Exception):
-                servers.valkey.kill()
-            with contextlib.suppress(Exception):
-                servers.pg.kill()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            text = stat.read_text()
-            if text[text.rindex(")") + 2 :].split()[1] == str(pid):
-                found.append(int(stat.parent.name))
-    return found
+                servers.kill()
 
 
 def server_pids(servers: Servers, which: str) -> list[int]:
     """The running server's processes: the postmaster and its backends, or Valkey."""
-    if which == "postgres":
-        pid = int((servers.pg.data_dir.resolve() / "postmaster.pid").read_text().split()[0])
-        return [pid, *_children(pid)]
-    return [int((servers.valkey.data_dir / "valkey.pid").read_text().split()[0])]
+    pids = servers.pids("postgres" if which == "postgres" else "valkey")
+    assert pids, f"{which} is not running"
+    return pids
 
 
 @contextlib.contextmanager
@@ -197,15 +173,7 @@ class Deployment:
     def _spawn(self, name: str, module: str, env: dict[str, str], port: int | None) -> Proc:
         self._counter += 1
         log_path = self.servers.root / f"{name}-{self._counter}.log"
-        with log_path.open("wb") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", module],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        popen = spawn([sys.executable, "-m", module], env, log=log_path, cwd=ROOT)
         proc = Proc(f"{name}-{self._counter}", popen, log_path, port)
         self.procs.append(proc)
         return proc

@@ -17,14 +17,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from devstack.servers import (
-    DevstackError,
-    EmbeddedPostgres,
-    EmbeddedValkey,
-    _postgres_account,
-    _postgres_bin,
-    _wheel_site,
-)
+from devstack.postgres import _postgres_account, _postgres_bin, _wheel_site
+from devstack.servers import DevstackError, EmbeddedPostgres, EmbeddedValkey
 
 REPO = Path(__file__).resolve().parents[1]
 AS_ROOT = os.geteuid() == 0
