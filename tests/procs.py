@@ -55,10 +55,11 @@ BASE_ENV: dict[str, str] = {
 
 
 class Servers(ServerPair):
-    """A PostgreSQL (no fsync) and a persistent Valkey of this test's own, in `root`."""
+    """A PostgreSQL (no fsync unless `durable`: a SIGKILL may then lose the last commits) and a
+    persistent Valkey of this test's own, in `root`."""
 
-    def __init__(self, root: Path, unix_sockets: bool = False) -> None:
-        super().__init__(root, fast=True, persist=True, unix_sockets=unix_sockets)
+    def __init__(self, root: Path, unix_sockets: bool = False, durable: bool = False) -> None:
+        super().__init__(root, fast=not durable, persist=True, unix_sockets=unix_sockets)
 
     def restart_redis(self) -> None:
         """Graceful restart on the same data dir (SHUTDOWN flushes the append-only file)."""
@@ -74,12 +75,13 @@ class Servers(ServerPair):
 
 
 @contextlib.contextmanager
-def own_servers(unix_sockets: bool = False) -> Iterator[Servers]:
-    """Start a PostgreSQL (no fsync) and a persistent Valkey in a fresh folder; kill both after.
-    With `unix_sockets` the URLs reach both through Unix sockets instead of TCP."""
+def own_servers(unix_sockets: bool = False, durable: bool = False) -> Iterator[Servers]:
+    """Start a PostgreSQL (no fsync unless `durable`) and a persistent Valkey in a fresh folder;
+    kill both after. With `unix_sockets` the URLs reach both through Unix sockets instead of
+    TCP."""
     with tempfile.TemporaryDirectory(prefix="oee-procs-") as tmp:
         os.chmod(tmp, 0o755)  # as root PostgreSQL runs as `nobody`, which must reach its data dir
-        servers = Servers(Path(tmp), unix_sockets)
+        servers = Servers(Path(tmp), unix_sockets, durable)
         try:
             servers.start()
             yield servers
@@ -235,9 +237,11 @@ def process_env(servers: Servers, **overrides: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def deployment(unix_sockets: bool = False, **overrides: str) -> AsyncIterator[Deployment]:
+async def deployment(
+    unix_sockets: bool = False, durable: bool = False, **overrides: str
+) -> AsyncIterator[Deployment]:
     """Own servers plus a `Deployment` on them; everything is killed and removed afterwards."""
-    with own_servers(unix_sockets) as servers:
+    with own_servers(unix_sockets, durable) as servers:
         deploy = Deployment(servers, process_env(servers, **overrides))
         try:
             yield deploy

@@ -221,8 +221,12 @@ async def _resolve_unknown(http: httpx.AsyncClient, a: Answer, row: asyncpg.Reco
 
 @pytest.fixture
 async def freeze_deployment() -> AsyncIterator[Deployment]:
+    # Durable PostgreSQL: "killed" must not lose commits it acknowledged, as in production.
     async with deployment(
-        DB_TIMEOUT_S=str(TIMEOUT_S), REDIS_TIMEOUT_S=str(TIMEOUT_S), SIM_LATENCY_SCALE="0.05"
+        durable=True,
+        DB_TIMEOUT_S=str(TIMEOUT_S),
+        REDIS_TIMEOUT_S=str(TIMEOUT_S),
+        SIM_LATENCY_SCALE="0.05",
     ) as d:
         yield d
 
