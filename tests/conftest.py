@@ -10,7 +10,7 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, params
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
@@ -205,13 +205,15 @@ async def make_stack(
         workers: int = 1,
         prepared_frames: bool = True,
         serve: Callable[[FastAPI], ASGIApp] | None = None,
+        api_dependencies: Sequence[params.Depends] = (),
         **overrides: Any,
     ) -> Stack:
-        """`serve`, if given, wraps the app for the server (the lifespan still reaches it)."""
+        """`serve`, if given, wraps the app for the server (the lifespan still reaches it);
+        `api_dependencies` go to `create_app`."""
         settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
         await Market(redis, settings).ensure_seeded()
         port = free_port()
-        app = create_app(settings)
+        app = create_app(settings, api_dependencies=api_dependencies)
         config = uvicorn.Config(
             app if serve is None else serve(app),
             host="127.0.0.1",
