@@ -24,8 +24,8 @@ from fastapi import FastAPI, params
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
+from app.__main__ import server_options
 from app.main import create_app
-from app.wsserver import SERVER_PROTOCOLS
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
 from shared.heap import freeze_startup_heap
@@ -220,7 +220,7 @@ async def make_stack(
             port=port,
             log_config=None,
             lifespan="on",
-            **SERVER_PROTOCOLS
+            **server_options(settings)
             # Without prepared frames every event goes through ASGI's send, as on other servers.
             | ({} if prepared_frames else {"ws": "websockets-sansio"}),
         )

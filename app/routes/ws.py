@@ -30,6 +30,7 @@ router = APIRouter()
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_ORDER = 4400
+CLOSE_FORBIDDEN_ORIGIN = 4403  # a web page from an origin not in ALLOWED_ORIGINS
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408  # the reader fell too far behind; reconnect with afterSeq
 SUBMIT_TIMEOUT_S = 30.0
@@ -40,6 +41,9 @@ CLOSE_GRACE_S = 5.0
 async def order_socket(websocket: WebSocket) -> None:
     res = await get_resources(websocket)
     await websocket.accept()
+    if not res.origins.allows(websocket):  # cross-site WebSocket hijacking: nothing read or sent
+        await websocket.close(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+        return
     params = websocket.query_params
     try:
         if "orderId" in params:
