@@ -72,13 +72,7 @@ def create_app(
                 async with pool.acquire() as conn:
                     return await queries.last_seqs(conn, order_ids)
 
-            hub = EventHub(
-                listener,
-                settings.ws_buffer_events,
-                last_seqs,
-                settings.ws_check_s,
-                settings.ws_replay_orders,
-            )
+            hub = EventHub(listener, last_seqs, settings.ws_check_s, settings.ws_replay_orders)
             await hub.start()
             resources.push_async_callback(hub.stop)
             signer = str(load_keypair(settings).pubkey())
