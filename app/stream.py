@@ -50,6 +50,19 @@ def prepared_writer(ws: WebSocket) -> Write | None:
     return None if extension is None else cast(Write, extension["write"])
 
 
+async def _unwound(task: asyncio.Task[None]) -> None:
+    """Wait for `task` to end after it was cancelled (if it had not ended already). Whatever
+    it raises on the way out propagates, as does a cancellation of our own."""
+    if task.done():
+        return
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
 class OrderStream:
     """The events of `order_id` on one accepted WebSocket; `run` streams them to the end."""
 
@@ -142,13 +155,13 @@ class OrderStream:
         with self._hub.subscribe(str(self.order_id), self):
             streamer = asyncio.create_task(self._stream())
             reader = asyncio.create_task(self._drain_client())
-            tasks = {streamer, reader}
             try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((streamer, reader), return_when=asyncio.FIRST_COMPLETED)
             finally:  # whichever ends first (or our own cancellation) ends both
-                for task in tasks:
-                    task.cancel()
-                await asyncio.wait(tasks)  # let them unwind; their outcome is read below
+                streamer.cancel()
+                reader.cancel()
+            for task in (streamer, reader):
+                await _unwound(task)
         # The client leaving ends the stream as its end does; anything else is a fault.
         too_slow = False
         for task in (streamer, reader):
