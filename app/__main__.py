@@ -1,10 +1,23 @@
 """`python -m app`: serve the API with uvicorn on HOST:PORT."""
 
+from typing import Any
+
 import uvicorn
 
 from app.wsserver import SERVER_PROTOCOLS
 from shared.logs import configure_logging
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the API, shared by `python -m app` and the tests: our protocols,
+    and forwarded headers believed only from `FORWARDED_ALLOW_IPS` (uvicorn's own default
+    would trust 127.0.0.1, so any local process could claim any client address)."""
+    proxies = settings.forwarded_allow_ips.strip()
+    return SERVER_PROTOCOLS | {
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+    }
 
 
 def main() -> None:
@@ -18,8 +31,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         loop="auto",
-        **SERVER_PROTOCOLS,
-        proxy_headers=True,
+        **server_options(settings),
         timeout_graceful_shutdown=5,
     )
 

@@ -1,16 +1,14 @@
-"""Fans order events out to WebSockets: one Redis subscription per API process.
+"""Routes order events from Redis to the sockets following each order: one Redis subscription
+per API process.
 
-Each event is decoded and framed once, whatever the number of sockets following its order.
-A socket whose task is idle lends the hub a writer (see `app.wsserver`), and the hub writes the
-next event to it directly: no task switch and no per-socket encoding. Anything else goes
-through the socket's bounded queue to its task: a gap in seqs, a resync, or a socket whose
-send buffer is full. The hub never blocks on a slow reader; a reader whose queue overflows is
-told so (and resumes from PostgreSQL with `afterSeq`).
+Each event is decoded and framed once (`app.frames`), whatever the number of sockets following
+its order, and handed to each of them (`Receiver.deliver`); what a socket then writes, and
+when, is its own business (`app.stream`). The hub never waits for a socket.
 
 Every event is in PostgreSQL before it is published, so whatever the live feed misses is read
-back from there: after the subscription was interrupted every socket is told to catch up, and
-every `check_s` the hub compares each socket with its order's latest seq in PostgreSQL, which
-repairs a publish that was lost (a worker that died between its commit and its publish).
+back from there: after the subscription was interrupted every socket is told to resync, and
+every `check_s` the hub compares each socket with its order's latest seq in PostgreSQL and
+resyncs those that stalled behind it (a worker that died between its commit and its publish).
 
 The hub also remembers every event of the latest orders it saw from their first event on, so
 a socket opened just after its POST replays from memory. Memory is only a shortcut: an order
@@ -23,122 +21,34 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.wsserver import text_frame
+from app.frames import Delivery
 from shared import keys
-from shared.models import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
-# Writes a whole frame now (then closes, given a code and reason), or nothing and returns False.
-Write = Callable[[bytes, tuple[int, str] | None], bool]
-FINISHED_CLOSE = (1000, "order finished")
 _DB_AWAY = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 LastSeqs = Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """An event, framed once for every socket that receives it. `seq` 0: not an event."""
-
-    frame: bytes  # the whole WebSocket text frame: `header_len` bytes, then the JSON
-    seq: int
-    terminal: bool
-    header_len: int = 0
-
-    @classmethod
-    def of(cls, event: dict[str, Any], raw: bytes | None = None) -> "Delivery":
-        raw = orjson.dumps(event) if raw is None else raw
-        frame = text_frame(raw)
-        terminal = event["status"] in TERMINAL_STATUSES
-        return cls(frame, int(event["seq"]), terminal, len(frame) - len(raw))
-
-    @property
-    def text(self) -> str:
-        """The event's JSON, for a server without prepared frames (or a full send buffer)."""
-        return self.frame[self.header_len :].decode()
-
-
-# Markers, never sent (seq 0); the bytes only tell them apart.
-RESYNC = Delivery(b"resync", 0, False)  # read PostgreSQL for what was missed
-WAKE = Delivery(b"wake", 0, False)  # the hub finished the socket's stream
-
-
-class Subscription:
-    """One socket's place in the hub. Whoever sends to the socket advances `last`."""
-
-    __slots__ = (
-        "_lagging", "_lent", "closed", "finished", "last", "order_id", "overflowed", "queue",
-        "writer",
-    )  # fmt: skip
-
-    def __init__(self, order_id: str, maxsize: int, writer: Write | None = None) -> None:
-        self.order_id = order_id
-        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize)
-        self.overflowed = False
-        self.writer = writer  # the server's prepared-frame writer for this socket, if any
-        self.last = 0  # the seq of the last event sent on this socket
-        self.finished = False  # the terminal event was sent
-        self.closed = False  # ... and the close frame with it
-        self._lent = False  # the hub may write in the task's place
-        self._lagging = -1  # `last` when the hub's check first saw it behind PostgreSQL
-
-    def lend(self) -> None:
-        """The socket's task waits with nothing queued: the hub may write in its place."""
-        self._lent = self.writer is not None
-
-    def reclaim(self) -> None:
-        """The task sends again; the hub only queues."""
-        self._lent = False
-
-    def write_now(self, *ds: Delivery) -> bool:
-        """Write `ds` (the events after `last`, in order, only the last one may be terminal) in
-        one write, closing the socket after a terminal event, if the socket takes it at once,
-        and advance; False, writing nothing, when there is no writer or the socket is busy."""
-        if self.writer is None:
-            return False
-        end = ds[-1]
-        close = FINISHED_CLOSE if end.terminal else None
-        if not self.writer(end.frame if len(ds) == 1 else b"".join(d.frame for d in ds), close):
-            return False
-        self.last = end.seq
-        self.finished = self.closed = end.terminal
-        return True
+class Receiver(Protocol):
+    """A socket following an order, as the hub sees it (`app.stream.OrderStream`)."""
 
     def deliver(self, d: Delivery) -> None:
-        if self._lent and d.seq:
-            if d.seq <= self.last:
-                return  # sent already (history and live overlap)
-            if d.seq == self.last + 1 and self.write_now(d):
-                if d.terminal:
-                    self._lent = False
-                    self._offer(WAKE)  # the task has nothing left to do but end
-                return
-        self._lent = False  # a gap, a resync, or a full send buffer: the task takes over
-        self._offer(d)
+        """A live event of the order; must not block."""
 
-    def compare(self, stored: int) -> None:
-        """The hub's periodic check: `stored` is the order's latest seq in PostgreSQL."""
-        if self.finished or self.last >= stored:
-            self._lagging = -1
-        elif self._lagging == self.last:  # behind, and no progress for a whole check period
-            self._lagging = -1
-            self.deliver(RESYNC)
-        else:
-            self._lagging = self.last
+    def resync(self) -> None:
+        """The live feed may have missed events of the order; must not block."""
 
-    def _offer(self, d: Delivery) -> None:
-        try:
-            self.queue.put_nowait(d)
-        except asyncio.QueueFull:
-            self.overflowed = True
+    def stalled_behind(self, stored: int) -> bool:
+        """Whether the socket has stayed behind `stored`, the order's latest seq in
+        PostgreSQL, since the previous check."""
 
 
 class EventHub:
@@ -147,16 +57,14 @@ class EventHub:
     def __init__(
         self,
         redis: Redis,
-        queue_size: int,
         last_seqs: LastSeqs,
         check_s: float = 5.0,
         replay_orders: int = 2048,
     ) -> None:
         self.redis = redis
-        self.queue_size = queue_size
         self._last_seqs = last_seqs
         self._check_s = check_s
-        self._subs: dict[str, set[Subscription]] = {}
+        self._subs: dict[str, set[Receiver]] = {}
         # The latest `replay_orders` orders seen from their first event on: order id -> every
         # event so far (seq 1..n, no gap), oldest order first. A socket that opens just after
         # its POST replays from here instead of reading PostgreSQL.
@@ -182,16 +90,15 @@ class EventHub:
                 await task
 
     @contextlib.contextmanager
-    def subscribe(self, order_id: str, writer: Write | None = None) -> Iterator[Subscription]:
-        sub = Subscription(order_id, self.queue_size, writer)
-        self._subs.setdefault(order_id, set()).add(sub)
+    def subscribe(self, order_id: str, receiver: Receiver) -> Iterator[None]:
+        """Route the order's events to `receiver` while in the block."""
+        self._subs.setdefault(order_id, set()).add(receiver)
         try:
-            yield sub
+            yield
         finally:
-            sub.reclaim()
             subs = self._subs.get(order_id)
             if subs is not None:
-                subs.discard(sub)
+                subs.discard(receiver)
                 if not subs:
                     del self._subs[order_id]
 
@@ -229,8 +136,8 @@ class EventHub:
 
     def _broadcast_resync(self) -> None:
         for subs in self._subs.values():
-            for sub in subs:
-                sub.deliver(RESYNC)
+            for receiver in subs:
+                receiver.resync()
 
     async def _run(self) -> None:
         delay_s = 0.1
@@ -281,8 +188,8 @@ class EventHub:
             log.warning("event hub skipped a malformed event: %.200r", raw or event)
             return
         self._remember(order_id, delivery)
-        for sub in subs or ():  # nothing here awaits, so the set cannot change under us
-            sub.deliver(delivery)
+        for receiver in subs or ():  # nothing here awaits, so the set cannot change under us
+            receiver.deliver(delivery)
 
     async def _check_loop(self) -> None:
         while True:
@@ -303,5 +210,6 @@ class EventHub:
             seen = self._recent.get(key)
             if seen is not None and len(seen) < seq:  # in flight, or lost: memory may be stale
                 self.forget(key)
-            for sub in self._subs.get(key, ()):
-                sub.compare(seq)
+            for receiver in self._subs.get(key, ()):
+                if receiver.stalled_behind(seq):
+                    receiver.resync()

@@ -2,18 +2,17 @@
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 from arq.connections import ArqRedis
-from fastapi import FastAPI
+from fastapi import FastAPI, params
 from redis.asyncio import Redis
 
 from app.admission import Admission
 from app.deps import Resources
 from app.errors import install_error_handlers
-from app.fastlane import EngineApp
 from app.hub import EventHub
 from app.outages import POSTGRESQL, REDIS, Dependency
 from app.routes import orders, sim, system, ws
@@ -42,8 +41,17 @@ async def _ping(redis: ArqRedis) -> object:
     return await redis.ping()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; `settings` defaults to the environment's."""
+def create_app(
+    settings: Settings | None = None, *, api_dependencies: Sequence[params.Depends] = ()
+) -> FastAPI:
+    """Build the app; `settings` defaults to the environment's. `api_dependencies` run before
+    every order and simulation route, the order WebSocket included (authentication goes here).
+
+    Every request goes through FastAPI's own routing, the two busiest (`POST` and the WebSocket
+    on `/api/orders/execute`) too: whatever guards a route (app-, router- or route-level
+    dependencies, `dependency_overrides`, middleware, body limits, exception handlers) guards
+    them as well.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -74,13 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 async with pool.acquire() as conn:
                     return await queries.last_seqs(conn, order_ids)
 
-            hub = EventHub(
-                listener,
-                settings.ws_buffer_events,
-                last_seqs,
-                settings.ws_check_s,
-                settings.ws_replay_orders,
-            )
+            hub = EventHub(listener, last_seqs, settings.ws_check_s, settings.ws_replay_orders)
             await hub.start()
             resources.push_async_callback(hub.stop)
             signer = str(load_keypair(settings).pubkey())
@@ -96,15 +98,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("API ready on port %d", settings.port)
             yield
 
-    app = EngineApp(
+    app = FastAPI(
         title="Order Execution Engine",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(orders.router)
-    app.include_router(ws.router)
+    for router in (orders.router, ws.router, sim.router):
+        app.include_router(router, dependencies=api_dependencies)
     app.include_router(system.router)
-    app.include_router(sim.router)
     return app

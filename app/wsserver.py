@@ -1,11 +1,14 @@
 """uvicorn's HTTP and WebSocket protocols, with one ASGI extension (write a frame encoded in
 advance) and without a reference cycle per socket; `SERVER_PROTOCOLS` is how the API runs them.
 
+This is the only module that knows uvicorn's protocol internals; `tests/test_wsserver.py` pins
+the behaviour it relies on, and `bench/README.md` what the extension is worth.
+
 An order's event goes to every socket following that order as the same bytes. Through ASGI each
 socket would re-frame the text and pass it through three layers of `send`, with a task switch
-per socket: ~100 µs of API CPU per message, so a burst to 5,000 sockets took half a second.
-With this extension the hub frames each event once and writes it to every idle socket itself,
-and a terminal event goes out in one write with the close frame that ends the stream.
+per socket. With this extension `app.stream` frames each event once (`app.frames`) and writes
+it to every idle socket from the hub's call, and a terminal event goes out in one write with
+the close frame that ends the stream.
 
 The extension (`scope["extensions"][PREPARED_FRAMES]["write"]`) takes complete frames (one, or
 several back to back: a replay goes out in one write), and optionally a close code and reason
@@ -16,7 +19,6 @@ without the extension leave it out of the scope and everything goes through ASGI
 """
 
 import logging
-import struct
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -25,26 +27,12 @@ from websockets.http11 import Request
 
 PREPARED_FRAMES = "order-engine.prepared-frames"
 
-_TEXT_FIN = 0x81  # FIN + opcode 1 (text); server frames are never masked
-
 # uvicorn and websockets log three INFO lines per socket ("[accepted]", "connection open",
 # "connection closed") to `uvicorn.error`; a filter there drops them only after each record
-# was built (~3 % of the API's CPU per socket). This child logger refuses them at the level
-# check; warnings and errors still reach `uvicorn.error`'s handlers.
+# was built. This child logger refuses them at the level check; warnings and errors still
+# reach `uvicorn.error`'s handlers.
 _SOCKET_LOG = logging.getLogger("uvicorn.error.sockets")
 _SOCKET_LOG.setLevel(logging.WARNING)
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One complete, unmasked WebSocket text frame (RFC 6455 §5.2) holding UTF-8 `payload`."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", _TEXT_FIN, n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", _TEXT_FIN, 126, n)
-    else:
-        head = struct.pack("!BBQ", _TEXT_FIN, 127, n)
-    return head + payload
 
 
 class PreparedFrameProtocol(WebSocketsSansIOProtocol):
@@ -103,10 +91,10 @@ class UpgradingHttpProtocol(HttpToolsProtocol):
     The httptools parser holds bound methods of its protocol, a reference cycle that uvicorn
     breaks in `connection_lost`. An upgraded connection hands its transport to the WebSocket
     protocol instead and never gets there, so every socket left the pair for the cyclic
-    collector, along with everything it holds: with the cycle above, ~70 objects per socket.
-    At hundreds of sockets a second the API's full collections ran every second or so and
-    paused it for ~100 ms each (its event delivery p99). Dropping the parser once the upgrade
-    is done (nothing reads it after) lets reference counting free the connection at once.
+    collector, along with everything it holds (with the cycle above, dozens of objects per
+    socket), and at hundreds of sockets a second the API's full collections paused it often.
+    Dropping the parser once the upgrade is done (nothing reads it after) lets reference
+    counting free the connection at once.
     """
 
     def handle_websocket_upgrade(self) -> None:

@@ -156,7 +156,7 @@ ACTIVITIES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("WebSocket: permessage-deflate", ("PerMessageDeflate",), ()),
     ("asyncio.wait_for (a task per call on 3.11)", ("wait_for (asyncio/tasks.py",), ()),
     ("WebSocket handshake", ("handle_connect", "process_request"), ()),
-    ("WebSocket: replay/catch-up from PostgreSQL", ("_catch_up (app/routes/ws.py",), ()),
+    ("WebSocket: replay/catch-up from PostgreSQL", ("_catch_up (app/stream.py",), ()),
     ("uvicorn: parsing requests + writing responses",
      ("HttpToolsProtocol.data_received", "RequestResponseCycle.send"), ()),
     ("cyclic GC", ("gc_collect",), ()),

@@ -16,6 +16,16 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     host: str = "0.0.0.0"
     port: int = 3000
+    # Who may tell us where a request came from. Comma-separated proxy addresses (IPs or
+    # networks, `*` for any peer) whose X-Forwarded-For / X-Forwarded-Proto are believed; by
+    # default nobody's, and the rate limit counts each TCP peer.
+    forwarded_allow_ips: str = ""
+    # The URL clients reach the API at (`https://api.example.com`), the base of every `wsUrl`;
+    # by default each request's own Host (and scheme).
+    public_url: str = Field("", pattern=r"^(|(https?|wss?)://[^/?#\s]+(/[^?#\s]*)?)$")
+    # Web pages (origins, comma-separated, `*` for any) allowed to open the WebSocket, besides
+    # the API's own origin; clients that send no Origin (not a browser) are always allowed.
+    allowed_origins: str = ""
 
     worker_concurrency: int = Field(10, ge=1, le=10_000)
     max_attempts: int = Field(3, ge=1, le=20)

@@ -10,7 +10,7 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,12 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, params
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
+from app.__main__ import server_options
 from app.main import create_app
-from app.wsserver import SERVER_PROTOCOLS
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
 from shared.heap import freeze_startup_heap
@@ -205,20 +205,22 @@ async def make_stack(
         workers: int = 1,
         prepared_frames: bool = True,
         serve: Callable[[FastAPI], ASGIApp] | None = None,
+        api_dependencies: Sequence[params.Depends] = (),
         **overrides: Any,
     ) -> Stack:
-        """`serve`, if given, wraps the app for the server (the lifespan still reaches it)."""
+        """`serve`, if given, wraps the app for the server (the lifespan still reaches it);
+        `api_dependencies` go to `create_app`."""
         settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
         await Market(redis, settings).ensure_seeded()
         port = free_port()
-        app = create_app(settings)
+        app = create_app(settings, api_dependencies=api_dependencies)
         config = uvicorn.Config(
             app if serve is None else serve(app),
             host="127.0.0.1",
             port=port,
             log_config=None,
             lifespan="on",
-            **SERVER_PROTOCOLS
+            **server_options(settings)
             # Without prepared frames every event goes through ASGI's send, as on other servers.
             | ({} if prepared_frames else {"ws": "websockets-sansio"}),
         )

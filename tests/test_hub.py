@@ -1,159 +1,37 @@
-"""The hub's hand-off between itself and a socket's task, the frames it writes, and its memory of
-recent orders.
+"""The hub: one Redis subscription whose events it routes to the sockets following each order,
+its periodic comparison with PostgreSQL, and its memory of recent orders.
 
-These are the rules that keep a socket's stream gap-free and duplicate-free while two writers
-(the hub, for an idle socket, and the socket's own task) take turns; the end-to-end behaviour
-is in test_ws.py and test_backpressure.py.
+What a socket does with what the hub routes to it is in test_stream.py; the end-to-end
+behaviour is in test_ws.py and test_backpressure.py.
 """
 
 import uuid
 from typing import Any, cast
 
 import orjson
-import pytest
-from websockets.frames import Frame, Opcode
 
-from app.hub import FINISHED_CLOSE, RESYNC, WAKE, Delivery, EventHub, LastSeqs, Subscription
-from app.wsserver import text_frame
+from app.frames import Delivery, text_frame
+from app.hub import EventHub, LastSeqs
 
 
-def event(seq: int, status: str = "routing") -> Delivery:
-    return Delivery.of({"orderId": "o", "seq": seq, "status": status, "attempt": 1})
+class Recorder:
+    """A socket as the hub sees it, recording what the hub routes to it."""
 
+    def __init__(self, behind: bool = False) -> None:
+        self.delivered: list[int] = []
+        self.resyncs = 0
+        self.behind = behind
+        self.compared: list[int] = []
 
-class Socket:
-    """A prepared-frame writer that can be told to refuse (its send buffer is full)."""
+    def deliver(self, d: Delivery) -> None:
+        self.delivered.append(d.seq)
 
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.full = False
-        self.close: tuple[int, str] | None = None
+    def resync(self) -> None:
+        self.resyncs += 1
 
-    def write(self, frame: bytes, close: tuple[int, str] | None) -> bool:
-        if self.full or self.close:
-            return False
-        self.frames.append(frame)
-        self.close = close
-        return True
-
-
-def queued(sub: Subscription) -> list[Delivery]:
-    out = []
-    while not sub.queue.empty():
-        out.append(sub.queue.get_nowait())
-    return out
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 100_000])
-def test_text_frame_is_what_websockets_would_write(size: int) -> None:
-    payload = b"x" * size
-    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-    assert text_frame(payload) == expected
-
-
-def test_an_idle_socket_gets_each_next_event_from_the_hub() -> None:
-    sock = Socket()
-    sub = Subscription("o", 8, sock.write)
-    sub.last = 1
-    sub.lend()
-    for seq in (2, 3, 3, 2):  # the repeats are history and live overlapping
-        sub.deliver(event(seq))
-    assert sock.frames == [event(2).frame, event(3).frame]
-    assert sub.last == 3 and queued(sub) == []
-
-
-def test_the_terminal_event_is_written_with_the_close_then_the_task_is_woken() -> None:
-    sock = Socket()
-    sub = Subscription("o", 8, sock.write)
-    sub.last = 4
-    sub.lend()
-    sub.deliver(event(5, "confirmed"))
-    assert sock.frames == [event(5, "confirmed").frame] and sock.close == FINISHED_CLOSE
-    assert sub.finished and sub.closed and queued(sub) == [WAKE]
-    sub.deliver(event(6))  # nothing after the end, and the hub has let go
-    assert len(sock.frames) == 1
-
-
-@pytest.mark.parametrize("full", [False, True], ids=["taken", "refused"])
-def test_a_replay_is_one_write_closed_after_its_terminal_event(full: bool) -> None:
-    sock = Socket()
-    sub = Subscription("o", 8, sock.write)
-    sub.last = 1
-    replay = [event(2), event(3, "submitted"), event(4, "confirmed")]
-    sock.full = full
-    assert sub.write_now(*replay) is not full
-    if full:  # nothing written, nothing advanced: the task sends them one by one instead
-        assert sock.frames == [] and (sub.last, sub.finished, sub.closed) == (1, False, False)
-    else:
-        assert sock.frames == [b"".join(d.frame for d in replay)]
-        assert sock.close == FINISHED_CLOSE
-        assert (sub.last, sub.finished, sub.closed) == (4, True, True)
-
-
-def test_a_replay_short_of_the_end_leaves_the_socket_open() -> None:
-    sock = Socket()
-    sub = Subscription("o", 8, sock.write)
-    assert sub.write_now(event(1, "pending"), event(2))
-    assert sock.frames == [event(1, "pending").frame + event(2).frame] and sock.close is None
-    assert (sub.last, sub.finished, sub.closed) == (2, False, False)
-
-
-@pytest.mark.parametrize(
-    "case",
-    ["gap", "full-buffer", "resync"],
-)
-def test_anything_but_the_next_event_goes_to_the_task_and_the_hub_lets_go(
-    case: str,
-) -> None:
-    sock = Socket()
-    sub = Subscription("o", 8, sock.write)
-    sub.last = 1
-    sub.lend()
-    first: Any = {"gap": event(3), "full-buffer": event(2), "resync": RESYNC}[case]
-    sock.full = case == "full-buffer"
-    sub.deliver(first)
-    sock.full = False
-    sub.deliver(event(2))  # even a deliverable event now waits its turn behind the first
-    assert sock.frames == []
-    assert queued(sub) == [first, event(2)]
-    assert sub.last == 1
-
-
-def test_a_reclaimed_socket_is_not_written_by_the_hub() -> None:
-    sock = Socket()
-    sub = Subscription("o", 8, sock.write)
-    sub.lend()
-    sub.reclaim()
-    sub.deliver(event(1))
-    assert sock.frames == [] and queued(sub) == [event(1)]
-
-
-def test_a_full_queue_marks_the_reader_too_slow() -> None:
-    sub = Subscription("o", 2)
-    for seq in (1, 2, 3):
-        sub.deliver(event(seq))
-    assert sub.overflowed
-
-
-@pytest.mark.parametrize("progress", [False, True])
-def test_the_check_resyncs_only_a_socket_behind_for_a_whole_period(progress: bool) -> None:
-    sock = Socket()
-    sub = Subscription("o", 8, sock.write)
-    sub.last = 2
-    sub.lend()
-    sub.compare(3)  # behind: perhaps seq 3 is merely in flight
-    assert queued(sub) == []
-    if progress:
-        sub.deliver(event(3))
-        sub.compare(4)  # behind again, but it moved: still in flight
-        assert queued(sub) == []
-    else:
-        sub.compare(3)  # behind and still: the publish was lost
-        assert queued(sub) == [RESYNC]
-
-
-# ---------------------------------------------------------------------------------------------
-# the hub's memory of recent orders (replay without a PostgreSQL read)
+    def stalled_behind(self, stored: int) -> bool:
+        self.compared.append(stored)
+        return self.behind
 
 
 def message(order_id: str, seq: int, status: str = "routing") -> bytes:
@@ -166,7 +44,7 @@ async def no_reads(order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
 
 
 def hub(replay_orders: int = 4, last_seqs: LastSeqs = no_reads) -> EventHub:
-    return EventHub(cast(Any, None), 8, last_seqs, replay_orders=replay_orders)
+    return EventHub(cast(Any, None), last_seqs, replay_orders=replay_orders)
 
 
 def seqs(deliveries: list[Delivery] | None) -> list[int] | None:
@@ -192,11 +70,10 @@ def test_a_message_of_several_events_is_taken_event_by_event() -> None:
     h = hub()
     batch = [orjson.loads(message("a", seq)) for seq in (1, 2)]
     h._dispatch(orjson.dumps([batch[0], 7, batch[1]]))
-    with h.subscribe("a", Socket().write) as sub:
-        sub.last = 2
-        sub.lend()
+    socket = Recorder()
+    with h.subscribe("a", socket):
         h._dispatch(orjson.dumps([orjson.loads(message("a", 3)), orjson.loads(message("b", 1))]))
-        assert sub.last == 3
+    assert socket.delivered == [3]
     assert [d.frame for d in h.recent("a", 0) or []] == [
         text_frame(message("a", seq)) for seq in (1, 2, 3)
     ]
@@ -242,7 +119,23 @@ async def test_an_order_the_check_finds_behind_postgresql_is_left_to_postgresql(
     h = hub(last_seqs=stored)
     for seq in (1, 2):
         h._dispatch(message(order_id, seq))
-    with h.subscribe(order_id):
+    moving, stalled = Recorder(behind=False), Recorder(behind=True)
+    with h.subscribe(order_id, moving), h.subscribe(order_id, stalled):
         assert seqs(h.recent(order_id, 0)) == [1, 2]
         await h.check()
     assert h.recent(order_id, 0) is None
+    assert moving.compared == stalled.compared == [3]
+    assert (moving.resyncs, stalled.resyncs) == (0, 1)  # only a socket that stalled behind
+
+
+def test_events_reach_only_their_orders_sockets_and_a_lost_feed_resyncs_them_all() -> None:
+    h = hub()
+    a1, a2, b = Recorder(), Recorder(), Recorder()
+    with h.subscribe("a", a1), h.subscribe("a", a2), h.subscribe("b", b):
+        h._dispatch(message("a", 1))
+        h._dispatch(message("b", 1))
+        h._dispatch(message("a", 2))
+        h._broadcast_resync()  # what the subscription loop does after (re)subscribing
+    h._dispatch(message("a", 3))  # after unsubscribing: nobody's
+    assert a1.delivered == a2.delivered == [1, 2] and b.delivered == [1]
+    assert a1.resyncs == a2.resyncs == b.resyncs == 1

@@ -134,9 +134,12 @@ async def test_an_order_is_queued_after_redis_forgot_its_scripts(api: Stack, red
     assert await redis.zscore(QUEUE, response.json()["orderId"]) is not None
 
 
-async def test_ws_url_honours_forwarded_proto_and_host(make_stack: StackFactory) -> None:
-    stack = await make_stack(workers=0)
-    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dex.example.com"}
+async def test_ws_url_honours_a_trusted_proxys_proto_and_the_host(
+    make_stack: StackFactory,
+) -> None:
+    """Behind a proxy in FORWARDED_ALLOW_IPS (untrusted ones: tests/test_headers.py)."""
+    stack = await make_stack(workers=0, forwarded_allow_ips="127.0.0.1")
+    headers = {"X-Forwarded-Proto": "https", "Host": "dex.example.com"}
     response = await stack.http.post(EXECUTE, json=SEED_ORDER, headers=headers)
     assert response.status_code == 200, response.text
     body = response.json()

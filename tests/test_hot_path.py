@@ -1,0 +1,120 @@
+"""`POST /api/orders/execute` and its WebSocket go through FastAPI's own routing, so whatever
+guards the other routes guards them too: router-level dependencies (authentication),
+`dependency_overrides`, middleware and body limits."""
+
+import asyncpg
+import pytest
+import websockets
+from fastapi import Depends, FastAPI, HTTPException
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tests.conftest import Stack, StackFactory
+from tests.helpers import follow
+
+EXECUTE = "/api/orders/execute"
+ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "0.5"}
+KEY = {"X-API-Key": "let-me-in"}
+
+
+async def require_key(conn: HTTPConnection) -> None:
+    """A stand-in for authentication, added to the routers as the app's own would be."""
+    if conn.headers.get("x-api-key") != KEY["X-API-Key"]:
+        raise HTTPException(401, "missing or unknown key", {"WWW-Authenticate": "Bearer"})
+
+
+@pytest.fixture
+async def guarded(make_stack: StackFactory) -> Stack:
+    return await make_stack(api_dependencies=[Depends(require_key)])
+
+
+async def _refused_socket(url: str) -> int:
+    """The HTTP status a WebSocket handshake to `url` was refused with."""
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(url):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_a_router_dependency_guards_the_post_and_the_socket(
+    guarded: Stack, db: asyncpg.Connection
+) -> None:
+    post = await guarded.http.post(EXECUTE, json=ORDER)
+    assert post.status_code == 401, post.text
+    assert post.headers["www-authenticate"] == "Bearer"
+    assert post.json()["error"] == "missing or unknown key"
+    assert await _refused_socket(f"{guarded.ws_base}{EXECUTE}") == 401  # submit
+    assert (await guarded.http.get("/api/orders")).status_code == 401  # as every other route
+    assert await db.fetchval("SELECT count(*) FROM orders") == 0
+
+    accepted = await guarded.submit(ORDER, **KEY)
+    url = f"{guarded.ws_base}{EXECUTE}?orderId={accepted['orderId']}"
+    assert await _refused_socket(url) == 401  # follow
+    async with websockets.connect(url, additional_headers=KEY) as ws:
+        async for _ in ws:
+            pass
+    assert ws.close_code == 1000, ws.close_reason
+    assert await db.fetchval("SELECT count(*) FROM orders") == 1
+
+
+async def test_dependency_overrides_reach_the_post_and_the_socket(
+    make_stack: StackFactory,
+) -> None:
+    overridden: list[str] = []
+
+    async def allow(conn: HTTPConnection) -> None:
+        overridden.append(conn.scope["type"])
+
+    def serve(app: FastAPI) -> ASGIApp:
+        app.dependency_overrides[require_key] = allow
+        return app
+
+    stack = await make_stack(api_dependencies=[Depends(require_key)], serve=serve)
+    accepted = await stack.submit(ORDER)  # no key: the override stands in for the check
+    events = await follow(accepted["wsUrl"])
+    assert events[-1]["status"] == "confirmed"
+    assert overridden == ["http", "websocket"]
+
+
+class Recorder:
+    """Middleware that notes every request it sees."""
+
+    def __init__(self, app: ASGIApp, seen: list[tuple[str, str]]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            self.seen.append((scope.get("method", "WS"), scope["path"]))
+        await self.app(scope, receive, send)
+
+
+async def test_middleware_sees_the_post_and_the_socket(make_stack: StackFactory) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def serve(app: FastAPI) -> ASGIApp:
+        app.add_middleware(Recorder, seen=seen)
+        return app
+
+    stack = await make_stack(serve=serve)
+    accepted = await stack.submit(ORDER)
+    await follow(accepted["wsUrl"])
+    assert seen == [("POST", EXECUTE), ("WS", EXECUTE)]
+
+
+async def test_the_apps_body_limit_holds_on_the_post(make_stack: StackFactory) -> None:
+    def serve(app: FastAPI) -> ASGIApp:
+        app.max_body_size = 40  # FastAPI's own limit, below the order's ~70 bytes
+        return app
+
+    stack = await make_stack(workers=0, serve=serve)
+    response = await stack.http.post(EXECUTE, json=ORDER)
+    assert response.status_code == 413, response.text  # FastAPI's answer, before any handler
+
+
+async def test_other_methods_on_the_path_are_405(make_stack: StackFactory) -> None:
+    stack = await make_stack(workers=0)
+    for method in ("PUT", "PATCH"):
+        response = await stack.http.request(method, EXECUTE, json=ORDER)
+        assert response.status_code == 405, response.text
+        assert response.json()["code"] == "METHOD_NOT_ALLOWED"
