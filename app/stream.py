@@ -19,15 +19,17 @@ import asyncio
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.frames import Delivery
 from app.hub import EventHub
+from app.outages import Dependency
 from app.wsserver import PREPARED_FRAMES
 from shared import queries
+from shared.errors import ServiceUnavailable
 from shared.models import TERMINAL_STATUSES
 
 # Writes a whole frame now (then closes, given a code and reason), or nothing and returns False.
@@ -37,6 +39,7 @@ FINISHED_CLOSE = (1000, "order finished")
 CLOSE_GOING_AWAY = 1001
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408  # the reader fell too far behind; reconnect with afterSeq
+CLOSE_TRY_AGAIN = 1013  # PostgreSQL did not answer in time; reconnect with afterSeq
 CLOSE_GRACE_S = 5.0
 
 
@@ -77,7 +80,7 @@ class OrderStream:
         ws: WebSocket,
         order_id: uuid.UUID,
         hub: EventHub,
-        db: asyncpg.Pool,
+        db: Dependency[asyncpg.Pool],
         *,
         queue_size: int,
         send_timeout_s: float,
@@ -163,15 +166,17 @@ class OrderStream:
             for task in (streamer, reader):
                 await _unwound(task)
         # The client leaving ends the stream as its end does; anything else is a fault.
-        too_slow = False
+        resumable: tuple[int, str] | None = None
         for task in (streamer, reader):
             exc = None if task.cancelled() else task.exception()
             if isinstance(exc, ReaderTooSlow):
-                too_slow = True
+                resumable = (CLOSE_TOO_SLOW, "reader too slow")
+            elif isinstance(exc, ServiceUnavailable):
+                resumable = (CLOSE_TRY_AGAIN, exc.message)
             elif exc is not None and not isinstance(exc, WebSocketDisconnect):
                 raise exc
-        if too_slow:  # unsubscribed already; now say why, briefly
-            await self._close_too_slow()
+        if resumable is not None:  # unsubscribed already; now say why, briefly
+            await self._close_resumable(*resumable)
 
     async def _stream(self) -> None:
         recent = self._hub.recent(str(self.order_id), self.last)
@@ -207,11 +212,11 @@ class OrderStream:
             if message["type"] == "websocket.disconnect":
                 return
 
-    async def _close_too_slow(self) -> None:
-        reason = f"reader too slow; reconnect with afterSeq={max(self.last, 0)}"
+    async def _close_resumable(self, code: int, why: str) -> None:
+        reason = f"{why[:60]}; reconnect with afterSeq={max(self.last, 0)}"
         try:
             async with asyncio.timeout(CLOSE_GRACE_S):  # a stalled reader may never take it
-                await self._ws.close(CLOSE_TOO_SLOW, reason)
+                await self._ws.close(code, reason)
         except TimeoutError:
             return  # the server's own close timeout drops the connection
 
@@ -221,8 +226,7 @@ class OrderStream:
         after_seq = self.last
         await self._catch_up()
         if self.last == after_seq and not self.finished:  # nothing after afterSeq
-            async with self._db.acquire() as conn:
-                row = await queries.get_order(conn, self.order_id)
+            row = await self._db.run(self._read_order)
             if row is None:
                 await self._ws.close(CLOSE_NOT_FOUND, f"order {self.order_id} not found")
                 self.closed = True
@@ -236,9 +240,16 @@ class OrderStream:
     async def _catch_up(self) -> None:
         """Send every stored event after `last`, up to the terminal one."""
         self._hub.forget(str(self.order_id))  # the live feed missed something: memory may too
-        async with self._db.acquire() as conn:
-            history = await queries.get_events(conn, self.order_id, self.last)
+        history = await self._db.run(self._read_events)
         await self._send_all([Delivery.of(event) for event in history])
+
+    async def _read_order(self, db: asyncpg.Pool) -> queries.Row | None:
+        async with db.acquire() as conn:
+            return await queries.get_order(conn, self.order_id)
+
+    async def _read_events(self, db: asyncpg.Pool) -> list[dict[str, Any]]:
+        async with db.acquire() as conn:
+            return await queries.get_events(conn, self.order_id, self.last)
 
     async def _send_all(self, events: list[Delivery]) -> None:
         """Send `events` (consecutive seqs after `last`), up to the terminal one: in one write

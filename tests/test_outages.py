@@ -3,11 +3,14 @@ recovers on its own when the server returns. The API and worker are real subproc
 PostgreSQL and Valkey servers are this test's own, killed, frozen and restarted here."""
 
 import asyncio
+import contextlib
 import time
+import uuid
 from typing import Any
 
 import asyncpg
 import httpx
+import websockets
 from redis.asyncio import Redis
 
 from tests.procs import (
@@ -176,6 +179,11 @@ async def test_postgres_unresponsive_gives_503_within_seconds() -> None:
                     _timed(http, "GET", "/health"),
                     return_exceptions=True,
                 )
+                # A socket whose history must come from PostgreSQL is closed "try again later"
+                # with the seq to resume from, in as little time.
+                code, reason, elapsed = await _follow_unknown_order(api.ws_base)
+                assert (code, elapsed < ANSWER_WITHIN_S) == (1013, True), (code, reason, elapsed)
+                assert "PostgreSQL" in reason and "afterSeq=0" in reason, reason
             for answer in answers:
                 assert not isinstance(answer, BaseException), f"no answer: {answer!r}"
             post, *reads, health = answers
@@ -218,6 +226,18 @@ async def test_redis_unresponsive_gives_503_within_seconds() -> None:
             assert read[0].status_code == 200 and read[1] < ANSWER_WITHIN_S
             assert await _count_orders(d.servers.database_url) == count
             await _wait_health(http, 200)
+
+
+async def _follow_unknown_order(ws_base: str) -> tuple[int, str, float]:
+    """Open a socket on an order the API has never seen; (close code, reason, seconds)."""
+    started = time.monotonic()
+    url = f"{ws_base}/api/orders/execute?orderId={uuid.uuid4()}"
+    async with websockets.connect(url, open_timeout=ANSWER_WITHIN_S) as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async with asyncio.timeout(ANSWER_WITHIN_S + 5):
+                await ws.recv()
+        assert ws.close_code is not None
+        return ws.close_code, ws.close_reason or "", time.monotonic() - started
 
 
 def _assert_health_down(response: httpx.Response, elapsed_s: float) -> None:

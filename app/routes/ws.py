@@ -43,7 +43,7 @@ async def order_socket(websocket: WebSocket) -> None:
             websocket,
             order_id,
             res.hub,
-            res.db,
+            res.pg_guard,
             queue_size=res.settings.ws_buffer_events,
             send_timeout_s=res.settings.ws_send_timeout_s,
             writer=prepared_writer(websocket),
