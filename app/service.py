@@ -23,10 +23,10 @@ from shared.errors import (
     InvalidOrder,
     NotFound,
 )
+from shared.jobqueue import enqueue_order
 from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
 from shared.models import NewOrder, OrderDetail, OrderPublic, Stats
 from shared.numbers import dec_str
-from shared.queue import enqueue_order
 from shared.routing import choose_route
 from shared.sim import launches
 from shared.sim.market import Market

@@ -18,9 +18,9 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from shared import events, keys, queries
+from shared.jobqueue import enqueue_order
 from shared.market.tokens import from_base_units
 from shared.market.types import InsufficientLiquidity
-from shared.queue import enqueue_order
 from shared.routing import human_price
 from shared.sim.launches import token
 from shared.sim.market import Market
