@@ -1,5 +1,6 @@
 """arq job functions: thin wrappers that turn pipeline outcomes into arq's vocabulary."""
 
+import logging
 import uuid
 from typing import Any
 
@@ -7,16 +8,35 @@ from arq import Retry
 
 from shared.jobqueue import Lease
 from worker.engine import Engine
+from worker.outages import DEPENDENCY_ERRORS
 from worker.pipeline import RetryLater, run_order
+
+log = logging.getLogger(__name__)
+
+# A run that fails on an outage (`worker.outages`) is run again shortly by the queue. Nothing of
+# the order is spent: its state is in PostgreSQL, and a run cut short before sending a
+# transaction makes the same attempt again; only its run count, which MAX_RUNS bounds, grows.
+# The delay is short and capped, so that a run follows the dependency back within a second.
+DEPENDENCY_RETRY_BASE_S = 0.1
+DEPENDENCY_RETRY_MAX_S = 1.0
+
+
+def dependency_retry_delay_s(job_try: int) -> float:
+    return float(min(DEPENDENCY_RETRY_BASE_S * 2 ** min(job_try - 1, 10), DEPENDENCY_RETRY_MAX_S))
 
 
 async def execute_order(ctx: dict[str, Any], order_id: str) -> str:
-    """Run one order, holding the job's lease; a transient failure re-queues it with backoff
-    through arq's `Retry`."""
+    """Run one order, holding the job's lease; a transient failure of the order re-queues it
+    with the order's backoff, an outage of PostgreSQL or Redis with a short one (arq `Retry`)."""
     engine: Engine = ctx["engine"]
     lease: Lease = ctx["lease"]
-    async with lease(ctx["job_id"]):
-        outcome = await run_order(engine, uuid.UUID(order_id))
+    try:
+        async with lease(ctx["job_id"]):
+            outcome = await run_order(engine, uuid.UUID(order_id))
+    except DEPENDENCY_ERRORS as exc:
+        delay_s = dependency_retry_delay_s(ctx["job_try"])
+        log.warning("order %s: %r; running it again in %.1f s", order_id, exc, delay_s)
+        raise Retry(defer=delay_s) from exc
     if isinstance(outcome, RetryLater):
         raise Retry(defer=outcome.delay_s)
     return outcome

@@ -5,6 +5,7 @@ import logging
 
 from shared import queries, triggers
 from worker.engine import Engine
+from worker.outages import DEPENDENCY_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ async def run_sweeper(engine: Engine) -> None:
             await sweep(engine)
             if passes % REINDEX_EVERY_PASSES == 0:
                 await triggers.rebuild_index(engine.db, engine.redis)
+        except DEPENDENCY_ERRORS as exc:
+            log.warning("sweeper: pass failed (%r); retrying next interval", exc)
         except Exception:  # this loop must outlive any single failure (see the docstring)
             log.exception("sweeper: pass failed; retrying next interval")
         passes += 1

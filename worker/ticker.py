@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from shared import keys, triggers
 from worker.engine import Engine
+from worker.outages import DEPENDENCY_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ async def run_market_loop(engine: Engine) -> None:
                     await engine.market.tick()
                 await triggers.check_limits(engine.db, engine.redis, engine.market)
                 await triggers.expire_due(engine.db, engine.redis)
-        except RedisError as exc:
-            log.warning("market loop: Redis unavailable: %s", exc)
+        except (RedisError, *DEPENDENCY_ERRORS) as exc:
+            log.warning("market loop: step failed (%r); retrying", exc)
         except Exception:  # ticks and triggers must outlive any single failure
             log.exception("market loop: step failed; retrying")
         await asyncio.sleep(min(tick_s or TRIGGER_INTERVAL_S, TRIGGER_INTERVAL_S))
