@@ -154,6 +154,35 @@ def _order_worker(arq: ArqRedis, job: WorkerCoroutine) -> QueueWorker:
     )
 
 
+async def test_one_poll_claims_the_queued_jobs_behind_running_ones(infra: Infra) -> None:
+    arq = await create_pool(RedisSettings.from_dsn(infra.redis_url))
+    await arq.flushdb()
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def job(ctx: dict[str, Any], order_id: str) -> None:
+        await release.wait()
+        ran.append(order_id)
+
+    worker = _order_worker(arq, job)
+    ids = [f"job-{i}" for i in range(6)]
+    for job_id in ids:
+        assert await enqueue_order(arq, job_id)
+    for job_id in ids[:2]:  # running in some other worker (they stay in the queue till done)
+        await arq.set(in_progress_key_prefix + job_id, b"1")
+    try:
+        await worker.start_jobs([job_id.encode() for job_id in ids])
+        assert sorted(worker.tasks) == ids[2:5]  # three free slots: the first three not running
+        assert 0 < await arq.pttl(in_progress_key_prefix + ids[2]) <= 10_000  # the lease
+        release.set()
+        await asyncio.gather(*worker.tasks.values())
+        assert sorted(ran) == ids[2:5]
+        assert not await arq.exists(*(in_progress_key_prefix + j for j in ids[2:5]))
+    finally:
+        await arq.flushdb()
+        await worker.close()
+
+
 async def test_jobs_that_end_together_are_finished_in_one_transaction(infra: Infra) -> None:
     """Three jobs end at once, one of them asking to be retried: one MULTI/EXEC finishes all
     three as arq would have one by one."""
