@@ -35,7 +35,7 @@ async def execute_order(ctx: dict[str, Any], order_id: str) -> str:
             outcome = await run_order(engine, uuid.UUID(order_id))
     except DEPENDENCY_ERRORS as exc:
         delay_s = dependency_retry_delay_s(ctx["job_try"])
-        log.warning("order %s: %r; running it again in %.1f s", order_id, exc, delay_s)
+        log.warning("order %s: running it again in %.1f s (%r)", order_id, delay_s, exc)
         raise Retry(defer=delay_s) from exc
     if isinstance(outcome, RetryLater):
         raise Retry(defer=outcome.delay_s)
