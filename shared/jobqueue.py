@@ -319,6 +319,7 @@ class QueueWorker(Worker):
             # The claim started the lease a moment ago; every renewal restarts the window.
             async with asyncio.timeout(hold_s) as window:
                 while True:
+                    await asyncio.sleep(self.lease_s * LEASE_RENEW_FRACTION)
                     sent = loop.time()
                     try:
                         held = await self.pool.pexpire(key, lease_ms)
@@ -329,7 +330,6 @@ class QueueWorker(Worker):
                             why = "its in-progress mark is gone"
                             break
                         window.reschedule(sent + hold_s)
-                    await asyncio.sleep(self.lease_s * LEASE_RENEW_FRACTION)
         except TimeoutError:
             pass
         log.warning("job %s: lease lost (%s); stopping this run", job_id, why)

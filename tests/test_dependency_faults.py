@@ -185,6 +185,19 @@ async def _wait_status(
         await asyncio.sleep(0.02)  # sleep-ok: polling the source of truth with a deadline
 
 
+async def _wait_blocked_by(conn: asyncpg.Connection, pid: int, timeout_s: float) -> list[int]:
+    """The backends waiting on a lock that backend `pid` holds, once there is one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
+        )
+        if rows:
+            return [r["pid"] for r in rows]
+        assert time.monotonic() < deadline, "the worker never reached `building`"
+        await asyncio.sleep(0.02)  # sleep-ok: polling the server's lock table with a deadline
+
+
 @pytest.mark.timeout(90)
 async def test_a_worker_killed_before_sending_does_not_use_up_an_attempt() -> None:
     async with deployment(SIM_LATENCY_SCALE="0.2") as d:
@@ -205,7 +218,13 @@ async def test_a_worker_killed_before_sending_does_not_use_up_an_attempt() -> No
             victim = await d.start_worker()
             row = await _wait_status(conn, order_id, "routing", timeout_s=20)
             assert (row["attempts"], row["tx_pending"]) == (1, False), dict(row)
+            blocked = await _wait_blocked_by(conn, holder.get_server_pid(), timeout_s=20)
             victim.kill()  # between routing and building: nothing was signed or sent
+            # A backend waiting on a lock notices its client is gone only once it has the
+            # lock, and would then commit the dead worker's `building` after all: end it, as
+            # if the statement had never been sent.
+            for pid in blocked:
+                await conn.execute("SELECT pg_terminate_backend($1)", pid)
             await hold.rollback()
 
             await d.start_worker()
