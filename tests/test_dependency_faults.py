@@ -123,6 +123,35 @@ async def test_valkey_frozen_past_the_lease_runs_no_order_twice_at_once() -> Non
     )
 
 
+@pytest.mark.timeout(120)
+async def test_orders_in_flight_resume_within_seconds_of_valkey_restarting() -> None:
+    """Valkey shut down (its append-only file flushed) and started again 10 s later: the worker
+    process survives, and the orders finish within seconds, not at the sweeper's next look."""
+    orders, outage_s = 8, 10.0
+    async with deployment(SIM_LATENCY_SCALE="0.5", STALE_ORDER_S="60") as d:
+        api = await d.start_api()
+        worker = await d.start_worker()
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            ids = await _submit_many(http, orders)
+            await wait_submitted(f"{api.ws_base}/api/orders/execute?orderId={ids[0]}")
+            before = await _statuses(d.servers.database_url, ids)
+            in_flight = sum(s not in TERMINAL for s in before.values())
+            assert in_flight >= 3, before
+            await asyncio.to_thread(d.servers.valkey.stop)
+            await asyncio.sleep(outage_s)  # sleep-ok: the length of the outage
+            await asyncio.to_thread(d.servers.valkey.start)
+            recovery_s = await _wait_all_terminal(d.servers.database_url, ids, 60)
+            assert worker.alive(), worker.log()
+        confirmed, failed = await _check_books(d, ids)
+        assert confirmed == orders, (confirmed, failed)
+    print(
+        f"\nValkey stopped {outage_s:.0f} s: {orders} orders, {in_flight} in flight,"
+        f" {confirmed} confirmed, {failed} failed, 0 lost, 0 double;"
+        f" all terminal {recovery_s:.1f} s after it was back"
+    )
+    assert recovery_s <= RESUME_WITHIN_S, f"orders resumed {recovery_s:.1f} s after Valkey"
+
+
 async def _postgres_outage(d: Deployment, how: str, outage_s: float) -> None:
     if how == "stopped":
         # A fast shutdown (connections cut, open transactions rolled back). Not SIGKILL: these
