@@ -9,6 +9,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # connection lost or refused, too many connections
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, cancelled
+    # A server that shuts down tells idle connections so unasked; asyncpg then refuses the
+    # connection's next statement with this (seen while PostgreSQL stopped mid-order).
+    asyncpg.exceptions.InternalClientError,
     RedisConnectionError,
     RedisTimeoutError,
     OSError,  # connect refused, connection reset
