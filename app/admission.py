@@ -10,12 +10,13 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.errors import RateLimited, ServiceUnavailable
+from shared.jobqueue import depth_lua
 
 # KEYS: the client's counter for this second, the queue. ARGV: ttl ms.
-_ADMIT = """
+_ADMIT = f"""
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {n, redis.call('ZCARD', KEYS[2])}
+return {{n, {depth_lua("KEYS[2]")}}}
 """
 
 

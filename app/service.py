@@ -26,12 +26,12 @@ from shared.errors import (
     OutcomeUnknown,
     ServiceUnavailable,
 )
+from shared.jobqueue import enqueue_order
 from shared.market.routing import choose_route
 from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
 from shared.models import NewOrder, OrderDetail, OrderPublic, Stats
 from shared.numbers import dec_str
 from shared.queries import Row
-from shared.queue import enqueue_order
 from shared.sim import launches
 from shared.sim.market import Market
 

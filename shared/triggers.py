@@ -20,11 +20,11 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared import events, keys, queries
+from shared.jobqueue import enqueue_order
 from shared.market.pools import Pool
 from shared.market.routing import human_price
 from shared.market.tokens import from_base_units
 from shared.market.types import InsufficientLiquidity
-from shared.queue import enqueue_order
 from shared.sim.launches import token
 from shared.sim.market import Market
 

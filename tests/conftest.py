@@ -29,9 +29,9 @@ from app.main import create_app
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
 from shared.heap import freeze_startup_heap
+from shared.jobqueue import QueueWorker
 from shared.settings import Settings
 from shared.sim.market import Market
-from worker.claim import OrderWorker
 from worker.settings import worker_settings
 
 TEMPLATE_DB = "oee_template"
@@ -137,16 +137,16 @@ class Stack:
     base_url: str
     http: httpx.AsyncClient
     redis: Redis
-    _workers: list[tuple[OrderWorker, asyncio.Task[None]]] = field(default_factory=list)
+    _workers: list[tuple[QueueWorker, asyncio.Task[None]]] = field(default_factory=list)
 
     @property
     def ws_base(self) -> str:
         return self.base_url.replace("http://", "ws://")
 
-    async def start_worker(self, **overrides: Any) -> OrderWorker:
+    async def start_worker(self, **overrides: Any) -> QueueWorker:
         settings = self.settings.model_copy(update=overrides)
         kwargs = worker_settings(settings) | {"handle_signals": False, "poll_delay": 0.01}
-        worker = OrderWorker(**kwargs)
+        worker = QueueWorker(**kwargs)
         task = asyncio.create_task(worker.async_run())
         self._workers.append((worker, task))
         return worker

@@ -14,11 +14,10 @@ from arq.worker import Retry, func
 
 from shared import keys, queries
 from shared.batching import Coalescer
+from shared.jobqueue import EXECUTE_ORDER, QueueWorker, enqueue_order
 from shared.models import validate_order
 from shared.queries import Move
-from shared.queue import EXECUTE_ORDER, enqueue_order
 from tests.conftest import Infra
-from worker.claim import OrderWorker
 
 
 class Recorder:
@@ -142,9 +141,9 @@ def test_a_move_names_only_updatable_columns(bad: str) -> None:
         Move(uuid.uuid4(), "routing", 1, {}, ("pending",), {bad: 1})
 
 
-def _order_worker(arq: ArqRedis, job: WorkerCoroutine) -> OrderWorker:
+def _order_worker(arq: ArqRedis, job: WorkerCoroutine) -> QueueWorker:
     """Our worker running `job` as the order job, three at a time, with a 10 s lease."""
-    return OrderWorker(
+    return QueueWorker(
         functions=[func(job, name=EXECUTE_ORDER)],
         redis_pool=arq,
         queue_name=keys.QUEUE_NAME,
@@ -167,7 +166,7 @@ async def test_one_poll_claims_the_queued_jobs_behind_running_ones(infra: Infra)
 
     worker = _order_worker(arq, job)
     ids = [f"job-{i}" for i in range(6)]
-    for job_id in ids:  # queued in our own script, in arq's format: arq's worker runs them
+    for job_id in ids:
         assert await enqueue_order(arq, job_id)
     for job_id in ids[:2]:  # running in some other worker (they stay in the queue till done)
         await arq.set(in_progress_key_prefix + job_id, b"1")

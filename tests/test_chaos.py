@@ -126,7 +126,8 @@ async def _pool_versions(redis: Redis) -> int:
 
 def _check_history(order_id: uuid.UUID, status: str, events: list[asyncpg.Record]) -> list[str]:
     """Gapless seqs; one terminal event, last, matching the order; attempts never decrease and
-    within an attempt the status only moves forward."""
+    within an attempt the status only moves forward, except that a run which resumes an attempt
+    cut short before `building` routes it again (its `routing` event says `resumed`)."""
     problems = []
     seqs = [e["seq"] for e in events]
     if seqs != list(range(1, len(seqs) + 1)):
@@ -139,6 +140,7 @@ def _check_history(order_id: uuid.UUID, status: str, events: list[asyncpg.Record
             after["attempt"] == before["attempt"]
             and after["status"] in RANK
             and RANK[after["status"]] <= RANK.get(before["status"], 9)
+            and not (after["status"] == "routing" and after["resumed"] == "true")
         ):
             steps = [(e["status"], e["attempt"]) for e in events]
             problems.append(f"{order_id}: moved backwards {steps}")
@@ -159,7 +161,8 @@ async def _audit(d: Deployment, accepted: list[str], seed: int) -> tuple[int, in
 
         events: dict[uuid.UUID, list[asyncpg.Record]] = defaultdict(list)
         for e in await conn.fetch(
-            "SELECT order_id, seq, status, attempt, data->>'txHash' AS tx FROM order_events"
+            "SELECT order_id, seq, status, attempt, data->>'txHash' AS tx,"
+            " data->>'resumed' AS resumed FROM order_events"
             " ORDER BY order_id, seq"
         ):
             events[e["order_id"]].append(e)

@@ -19,12 +19,12 @@ from solders.transaction import VersionedTransaction
 
 from shared import keys, queries
 from shared.db import create_pool as create_db_pool
+from shared.jobqueue import enqueue_order
 from shared.market.meteora import METEORA_DLMM, DlmmPool, bin_price, dlmm_fee_rate
 from shared.market.pools import SLIPPAGE_ERRORS, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
 from shared.market.tokens import PAIRS, Token, from_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
-from shared.queue import enqueue_order
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
 from shared.sim.programs import SwapInstruction

@@ -122,7 +122,10 @@ async def test_postgres_lost_mid_order_the_order_still_finishes_once() -> None:
             accepted = await submit(http)
             await wait_submitted(accepted["wsUrl"])
             await asyncio.to_thread(d.servers.pg.kill)
-            await wait_for_log(worker, f"{accepted['orderId']}:execute_order", timeout_s=15)
+            # The job met the outage, and the queue will run it again (worker.jobs).
+            await wait_for_log(
+                worker, f"order {accepted['orderId']}: running it again", timeout_s=15
+            )
             await asyncio.to_thread(d.servers.restart_postgres)
             row = await wait_order_terminal(d.servers.database_url, accepted["orderId"], 30)
         assert row["status"] == "confirmed", (row["error_code"], row["last_error"])

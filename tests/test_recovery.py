@@ -84,7 +84,9 @@ async def test_sigkill_at_stage_another_worker_finishes_once(stage: str) -> None
                 )
                 assert time.monotonic() - killed_at < RECOVERY_BUDGET_S
                 assert row["status"] == "confirmed", (row["error_code"], row["last_error"])
-                assert row["runs"] == 2, "the successor should have resumed it exactly once"
+                assert row["runs"] == 2, (
+                    f"the successor should have resumed it exactly once:\n{d.worker_logs()}"
+                )
                 redis = Redis.from_url(d.servers.redis_url)
                 try:
                     executions = await order_executions(conn, redis, accepted["orderId"])

@@ -6,9 +6,9 @@ import logging
 
 from redis.exceptions import RedisError
 
+from shared.jobqueue import QueueWorker
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
-from worker.claim import OrderWorker
 from worker.settings import shutdown, worker_settings
 
 log = logging.getLogger("worker")
@@ -24,7 +24,7 @@ async def serve(settings: Settings) -> None:
     """
     delay_s = 0.5
     while True:
-        worker = OrderWorker(**worker_settings(settings))
+        worker = QueueWorker(**worker_settings(settings))
         try:
             await worker.async_run()
             return

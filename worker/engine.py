@@ -6,6 +6,7 @@ import asyncpg
 from arq.connections import ArqRedis
 from solders.keypair import Keypair
 
+from shared.jobqueue import JobQueue
 from shared.settings import Settings
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
@@ -17,6 +18,7 @@ class Engine:
     settings: Settings
     db: asyncpg.Pool
     redis: ArqRedis
+    jobs: JobQueue
     market: Market
     cluster: Cluster
     keypair: Keypair

@@ -1,57 +1,42 @@
 """arq job functions: thin wrappers that turn pipeline outcomes into arq's vocabulary."""
 
-import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from arq import Retry
-from arq.constants import in_progress_key_prefix
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from shared.jobqueue import Lease
 from worker.engine import Engine
+from worker.outages import DEPENDENCY_ERRORS
 from worker.pipeline import RetryLater, run_order
 
 log = logging.getLogger(__name__)
 
+# A run that fails on an outage (`worker.outages`) is run again shortly by the queue. Nothing of
+# the order is spent: its state is in PostgreSQL, and a run cut short before sending a
+# transaction makes the same attempt again; only its run count, which MAX_RUNS bounds, grows.
+# The delay is short and capped, so that a run follows the dependency back within a second.
+DEPENDENCY_RETRY_BASE_S = 0.1
+DEPENDENCY_RETRY_MAX_S = 1.0
 
-@contextlib.asynccontextmanager
-async def job_lease(redis: Redis, job_id: str, lease_s: float) -> AsyncIterator[None]:
-    """Keep arq's in-progress key alive only while this process is alive.
 
-    arq marks a running job with a key that lives for the whole job timeout (+10 s), so a job
-    whose worker was SIGKILLed would wait that long before another worker may take it. The
-    claim (`worker.claim.OrderWorker`) gives the key `lease_s` instead, and renewing it from
-    here means a dead worker's order is picked up again within one lease.
-    """
-    key = in_progress_key_prefix + job_id
-    lease_ms = int(lease_s * 1000)
-
-    async def renew() -> None:
-        while True:  # the claim (worker.claim) started the lease
-            await asyncio.sleep(lease_s / 3)
-            try:
-                await redis.pexpire(key, lease_ms)
-            except RedisError as exc:
-                log.warning("job %s: lease renewal failed: %s", job_id, exc)
-
-    task = asyncio.create_task(renew())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def dependency_retry_delay_s(job_try: int) -> float:
+    return float(min(DEPENDENCY_RETRY_BASE_S * 2 ** min(job_try - 1, 10), DEPENDENCY_RETRY_MAX_S))
 
 
 async def execute_order(ctx: dict[str, Any], order_id: str) -> str:
-    """Run one order; a transient failure re-queues it with backoff through arq's `Retry`."""
+    """Run one order, holding the job's lease; a transient failure of the order re-queues it
+    with the order's backoff, an outage of PostgreSQL or Redis with a short one (arq `Retry`)."""
     engine: Engine = ctx["engine"]
-    async with job_lease(ctx["redis"], ctx["job_id"], engine.settings.job_lease_s):
-        outcome = await run_order(engine, uuid.UUID(order_id))
+    lease: Lease = ctx["lease"]
+    try:
+        async with lease(ctx["job_id"]):
+            outcome = await run_order(engine, uuid.UUID(order_id))
+    except DEPENDENCY_ERRORS as exc:
+        delay_s = dependency_retry_delay_s(ctx["job_try"])
+        log.warning("order %s: running it again in %.1f s (%r)", order_id, delay_s, exc)
+        raise Retry(defer=delay_s) from exc
     if isinstance(outcome, RetryLater):
         raise Retry(defer=outcome.delay_s)
     return outcome

@@ -131,14 +131,18 @@ async def _advance(run: OrderRun) -> str | RetryLater:
                 f"the order's job was interrupted {row['runs'] - row['runs_at_trigger'] - 1} times",
                 False,
             )
-        attempt += 1
+        # A run cut short after `routing` and before `building` (a crash, an outage) signed and
+        # sent nothing: the next run makes that same attempt again instead of spending one.
+        resumed = row["status"] == "routing"
+        if not resumed:
+            attempt += 1
         if attempt > engine.settings.max_attempts:
             raise AttemptFailed(
                 row["error_code"] or "ATTEMPTS_EXHAUSTED",
                 row["last_error"] or "no attempts left",
                 retryable=False,
             )
-        signature, landed = await _attempt(run, attempt)
+        signature, landed = await _attempt(run, attempt, resumed)
         return await _settle(run, attempt, signature, landed)
     except AttemptFailed as failure:
         return await _after_failure(run, attempt, failure)
@@ -160,8 +164,11 @@ async def _recover(run: OrderRun) -> SignatureStatus | None:
     return status
 
 
-async def _attempt(run: OrderRun, attempt: int) -> tuple[str, SignatureStatus]:
-    """Quote, choose, build, sign, record, send, and wait for the transaction to land."""
+async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, SignatureStatus]:
+    """Quote, choose, build, sign, record, send, and wait for the transaction to land.
+
+    `resumed`: an earlier run began this attempt and stopped before building; its `routing`
+    event is followed by this run's, for the same attempt, marked `resumed`."""
     engine, row = run.engine, run.row
     route, failed = await engine.market.route(run.token_in, run.token_out, int(row["amount_in"]))
     if route is None:
@@ -183,6 +190,8 @@ async def _attempt(run: OrderRun, attempt: int) -> tuple[str, SignatureStatus]:
     }
     if attempt == 1 and row["trigger_reason"]:
         routing["trigger"] = row["trigger_reason"]
+    if resumed:
+        routing["resumed"] = True
     if attempt > 1:
         routing["retryOf"] = {"code": row["error_code"], "error": row["last_error"]}
     await run.move(

@@ -11,6 +11,7 @@ from arq.worker import func
 from shared import keys, triggers
 from shared.db import create_pool, migrate
 from shared.heap import freeze_startup_heap
+from shared.jobqueue import EXECUTE_ORDER, JobQueue
 from shared.settings import Settings, get_settings
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
@@ -22,6 +23,8 @@ from worker.ticker import run_market_loop
 from worker.writes import Writes
 
 log = logging.getLogger(__name__)
+
+JOB_MAX_TRIES = 1000
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -41,7 +44,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     await market.ensure_seeded()
     keypair = load_keypair(settings)
     cluster = Cluster(redis, market, settings)
-    engine = Engine(settings, db, redis, market, cluster, keypair, Writes(db, redis))
+    engine = Engine(
+        settings, db, redis, JobQueue(redis), market, cluster, keypair, Writes(db, redis)
+    )
     ctx["engine"] = engine
     waiting = await triggers.rebuild_index(db, redis)
     ctx["background"] = [
@@ -69,17 +74,19 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for `worker.claim.OrderWorker` (an `arq.Worker`) from our settings."""
+    """Keyword arguments for `shared.jobqueue.QueueWorker` (an `arq.Worker`) from our settings."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (`make run` starts an embedded Valkey)")
     return {
         "functions": [
-            # Our own counters in PostgreSQL bound the work (MAX_ATTEMPTS, MAX_RUNS). If arq gives
-            # up first, the sweeper queues the order again and the run limit ends it.
+            # Our own counters in PostgreSQL bound the work (MAX_ATTEMPTS, MAX_RUNS); arq's
+            # tries only bound how long a job follows an outage with short retries (about a
+            # quarter of an hour at `worker.jobs.DEPENDENCY_RETRY_MAX_S`). If arq gives up, the
+            # sweeper queues the order again.
             func(
                 execute_order,
-                name="execute_order",
-                max_tries=settings.max_attempts + 5,
+                name=EXECUTE_ORDER,
+                max_tries=JOB_MAX_TRIES,
                 keep_result=0,
                 timeout=settings.job_timeout_s,
             ),
@@ -97,5 +104,5 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         # grace period are cancelled and re-queued by arq, and resume from PostgreSQL.
         "job_completion_wait": settings.shutdown_grace_s,
         "ctx": {"settings": settings},
-        "lease_s": settings.job_lease_s,  # OrderWorker: claimed jobs start with this lease
+        "lease_s": settings.job_lease_s,  # QueueWorker: the in-progress mark is a lease this long
     }

@@ -3,16 +3,11 @@
 import asyncio
 import logging
 
-from arq.constants import in_progress_key_prefix
-from arq.jobs import Job, JobStatus
-
-from shared import keys, queries, triggers
-from shared.queue import enqueue_order
+from shared import queries, triggers
 from worker.engine import Engine
+from worker.outages import DEPENDENCY_ERRORS
 
 log = logging.getLogger(__name__)
-
-_LIVE = (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress)
 
 
 async def sweep(engine: Engine) -> int:
@@ -21,7 +16,7 @@ async def sweep(engine: Engine) -> int:
 
     Safe to run in every worker at once: a job's id is its order's id, so enqueues collapse.
     """
-    redis, settings = engine.redis, engine.settings
+    settings = engine.settings
     # Orders idle for two leases are worth a look: a live run renews its lease every third of
     # one, and a lease-less in-progress mark past that point belongs to a dead worker.
     idle_s = min(settings.stale_order_s, 2 * settings.job_lease_s)
@@ -31,14 +26,12 @@ async def sweep(engine: Engine) -> int:
     requeued = 0
     for row in rows:
         job_id = str(row["id"])
-        status = await Job(job_id, redis, _queue_name=keys.QUEUE_NAME).status()
-        if status == JobStatus.in_progress:
+        if await engine.jobs.is_running(job_id):
             await _free_if_unleased(engine, job_id)
             continue
-        if status in _LIVE or row["idle_s"] < settings.stale_order_s:
+        if await engine.jobs.is_live(job_id) or row["idle_s"] < settings.stale_order_s:
             continue
-        await redis.delete(f"arq:result:{row['id']}")
-        if await enqueue_order(redis, row["id"]):
+        if await engine.jobs.requeue(job_id):
             requeued += 1
             log.warning(
                 "sweeper: re-queued order %s (status %s, idle since %s)",
@@ -50,14 +43,11 @@ async def sweep(engine: Engine) -> int:
 
 
 async def _free_if_unleased(engine: Engine, job_id: str) -> None:
-    """arq marks a job in progress for the whole job timeout (+10 s) before our lease shortens
-    the mark. A worker that died in between leaves a long mark nobody renews; dropping it lets
-    any worker take the job (still in the queue) at once. Were the run alive after all, the
-    fencing token in PostgreSQL stops it from writing once the new run starts."""
-    key = in_progress_key_prefix + job_id
-    ttl_ms = await engine.redis.pttl(key)
-    if ttl_ms > engine.settings.job_lease_s * 1000:
-        await engine.redis.delete(key)
+    """A mark longer than any lease was not set by `QueueWorker` (e.g. a worker of an older
+    release, which marked a job for its whole timeout, died mid-job): nobody renews it, so
+    dropping it lets any worker take the job (still in the queue) at once. Were the run alive
+    after all, the fencing token in PostgreSQL stops it from writing once the new run starts."""
+    if await engine.jobs.release_unleased(job_id, engine.settings.job_lease_s):
         log.warning("sweeper: job %s held an in-progress mark no lease renews; released", job_id)
 
 
@@ -78,6 +68,8 @@ async def run_sweeper(engine: Engine) -> None:
             await sweep(engine)
             if passes % REINDEX_EVERY_PASSES == 0:
                 await triggers.rebuild_index(engine.db, engine.redis)
+        except DEPENDENCY_ERRORS as exc:
+            log.warning("sweeper: pass failed (%r); retrying next interval", exc)
         except Exception:  # this loop must outlive any single failure (see the docstring)
             log.exception("sweeper: pass failed; retrying next interval")
         passes += 1

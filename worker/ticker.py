@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from shared import keys, triggers
 from worker.engine import Engine
+from worker.outages import DEPENDENCY_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ async def run_market_loop(engine: Engine) -> None:
     lead = engine.redis.register_script(_LEAD)
     tick_s = engine.settings.sim_tick_ms / 1000
     next_tick = time.monotonic()
+    outage = False  # an outage is logged when it starts and when it ends, not every step
     while True:
         try:
             if await lead(keys=[keys.MARKET_TICKER_LOCK], args=[me, 5000]):
@@ -43,8 +45,13 @@ async def run_market_loop(engine: Engine) -> None:
                     await engine.market.tick()
                 await triggers.check_limits(engine.db, engine.redis, engine.market)
                 await triggers.expire_due(engine.db, engine.redis)
-        except RedisError as exc:
-            log.warning("market loop: Redis unavailable: %s", exc)
+            if outage:
+                outage = False
+                log.info("market loop: running again")
+        except (RedisError, *DEPENDENCY_ERRORS) as exc:
+            if not outage:
+                outage = True
+                log.warning("market loop: step failed (%r); retrying until it works", exc)
         except Exception:  # ticks and triggers must outlive any single failure
             log.exception("market loop: step failed; retrying")
         await asyncio.sleep(min(tick_s or TRIGGER_INTERVAL_S, TRIGGER_INTERVAL_S))
