@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.outages import OUTAGE_ERRORS, outage_of
 from shared.errors import EngineError, RateLimited, ServiceUnavailable
 from shared.models import ErrorBody
+from shared.outages import OUTAGE_ERRORS, outage_of
 
 log = logging.getLogger(__name__)
 

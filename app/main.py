@@ -14,11 +14,12 @@ from app.admission import Admission
 from app.deps import Resources
 from app.errors import install_error_handlers
 from app.hub import EventHub
-from app.outages import POSTGRESQL, REDIS, Dependency
+from app.outages import Dependency
 from app.routes import orders, sim, system, ws
 from shared import db as database
 from shared import queries
 from shared.heap import freeze_startup_heap
+from shared.outages import POSTGRESQL, REDIS
 from shared.settings import Settings, get_settings
 from shared.sim.market import Market
 from shared.sim.wallet import load_keypair

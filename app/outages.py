@@ -19,11 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-import asyncpg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from shared.errors import ServiceUnavailable
+from shared.outages import OUTAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +29,6 @@ T = TypeVar("T")
 
 PROBE_INTERVAL_S = 0.25
 RETRY_AFTER_S = 2
-
-POSTGRESQL = "PostgreSQL"
-REDIS = "Redis"
-
-# What an outage looks like from each driver: it could not connect, the connection broke, or
-# the server did not answer in time. Anything else (a constraint, a bug) is not an outage.
-_PG_OUTAGES: tuple[type[Exception], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-)
-_REDIS_OUTAGES: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
-# Both drivers surface a lost socket or their own deadline as these builtins.
-_TRANSPORT: tuple[type[Exception], ...] = (OSError, TimeoutError)
-OUTAGE_ERRORS = (*_PG_OUTAGES, *_REDIS_OUTAGES, *_TRANSPORT)
-
-
-def outage_of(exc: BaseException) -> str | None:
-    """Which dependency `exc` says is down ("PostgreSQL", "Redis"), or None if not an outage."""
-    if isinstance(exc, _REDIS_OUTAGES):
-        return REDIS
-    if isinstance(exc, _PG_OUTAGES):
-        return POSTGRESQL
-    return None
 
 
 class Dependency(Generic[C]):

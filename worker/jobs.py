@@ -7,13 +7,13 @@ from typing import Any
 from arq import Retry
 
 from shared.jobqueue import Lease
+from shared.outages import OUTAGE_ERRORS
 from worker.engine import Engine
-from worker.outages import DEPENDENCY_ERRORS
 from worker.pipeline import RetryLater, run_order
 
 log = logging.getLogger(__name__)
 
-# A run that fails on an outage (`worker.outages`) is run again shortly by the queue. Nothing of
+# A run that fails on an outage (`shared.outages`) is run again shortly by the queue. Nothing of
 # the order is spent: its state is in PostgreSQL, and a run cut short before sending a
 # transaction makes the same attempt again; only its run count, which MAX_RUNS bounds, grows.
 # The delay is short and capped, so that a run follows the dependency back within a second.
@@ -33,7 +33,7 @@ async def execute_order(ctx: dict[str, Any], order_id: str) -> str:
     try:
         async with lease(ctx["job_id"]):
             outcome = await run_order(engine, uuid.UUID(order_id))
-    except DEPENDENCY_ERRORS as exc:
+    except OUTAGE_ERRORS as exc:
         delay_s = dependency_retry_delay_s(ctx["job_try"])
         log.warning("order %s: running it again in %.1f s (%r)", order_id, delay_s, exc)
         raise Retry(defer=delay_s) from exc

@@ -4,8 +4,8 @@ import asyncio
 import logging
 
 from shared import queries, triggers
+from shared.outages import OUTAGE_ERRORS
 from worker.engine import Engine
-from worker.outages import DEPENDENCY_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def run_sweeper(engine: Engine) -> None:
             await sweep(engine)
             if passes % REINDEX_EVERY_PASSES == 0:
                 await triggers.rebuild_index(engine.db, engine.redis)
-        except DEPENDENCY_ERRORS as exc:
+        except OUTAGE_ERRORS as exc:
             log.warning("sweeper: pass failed (%r); retrying next interval", exc)
         except Exception:  # this loop must outlive any single failure (see the docstring)
             log.exception("sweeper: pass failed; retrying next interval")

@@ -9,8 +9,8 @@ import time
 from redis.exceptions import RedisError
 
 from shared import keys, triggers
+from shared.outages import OUTAGE_ERRORS
 from worker.engine import Engine
-from worker.outages import DEPENDENCY_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def run_market_loop(engine: Engine) -> None:
             if outage:
                 outage = False
                 log.info("market loop: running again")
-        except (RedisError, *DEPENDENCY_ERRORS) as exc:
+        except (RedisError, *OUTAGE_ERRORS) as exc:
             if not outage:
                 outage = True
                 log.warning("market loop: step failed (%r); retrying until it works", exc)
