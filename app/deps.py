@@ -67,6 +67,10 @@ class Origins:
         return origin == f"{'https' if _secure(conn) else 'http'}://{_own_host(conn)}".lower()
 
 
+# POST an order here, and open its WebSocket here too (the same path, as the seed has it).
+EXECUTE_PATH = "/api/orders/execute"
+
+
 @dataclass(slots=True)
 class Resources:
     settings: Settings

@@ -13,7 +13,7 @@ import orjson
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from app.deps import Resources
+from app.deps import EXECUTE_PATH, Resources
 from app.outages import Dependency
 from shared import events, keys, queries, triggers
 from shared.db import Conn
@@ -41,7 +41,7 @@ ACCEPT_MARGIN_S = 0.25
 
 
 def ws_url(ws_base: str, order_id: uuid.UUID) -> str:
-    return f"{ws_base}/api/orders/execute?orderId={order_id}"
+    return f"{ws_base}{EXECUTE_PATH}?orderId={order_id}"
 
 
 async def accept_order(

@@ -12,7 +12,7 @@ from typing import Any
 from bench import baseline, counters, report, steps, trace
 from bench.clients import say
 from bench.profile import Profiling, Recorder, analyse
-from bench.stack import Engine, Servers
+from bench.stack import EngineProcesses, Servers
 from bench.stats import median, median_of
 
 
@@ -35,7 +35,7 @@ class Config:
 
 
 async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None) -> dict[str, Any]:
-    engine = Engine(
+    engine = EngineProcesses(
         servers,
         "e2e",
         {"SIM_LATENCY_SCALE": "0", "WORKER_CONCURRENCY": str(cfg.worker_concurrency)},
@@ -98,7 +98,7 @@ async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None)
     }
 
 
-async def _posts_at_rate(engine: Engine, cfg: Config, label: str) -> list[dict[str, Any]]:
+async def _posts_at_rate(engine: EngineProcesses, cfg: Config, label: str) -> list[dict[str, Any]]:
     return [
         await steps.post_load(
             engine,
@@ -111,7 +111,7 @@ async def _posts_at_rate(engine: Engine, cfg: Config, label: str) -> list[dict[s
 
 
 async def _one_run(
-    engine: Engine, base_url: str, cfg: Config, i: int, recorders: list[Recorder]
+    engine: EngineProcesses, base_url: str, cfg: Config, i: int, recorders: list[Recorder]
 ) -> dict[str, Any]:
     tag = f"run {i + 1}/{cfg.runs}"
     speed = steps.speed_reference()

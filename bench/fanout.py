@@ -19,7 +19,7 @@ import psutil  # type: ignore[import-untyped]
 from bench import steps
 from bench.clients import LoadGen, Ticker, merge, say, split
 from bench.profile import Profiling, Recorder, analyse
-from bench.stack import HOST, CpuMeter, Engine, Servers, rss_mb
+from bench.stack import HOST, CpuMeter, EngineProcesses, Servers, rss_mb
 from bench.stats import summary
 
 CONNECT_PROCS = 2
@@ -38,7 +38,7 @@ class Config:
 
 
 async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None) -> dict[str, Any]:
-    engine = Engine(
+    engine = EngineProcesses(
         servers,
         "fanout",
         {"SIM_LATENCY_SCALE": "1", "WORKER_CONCURRENCY": str(cfg.orders)},
@@ -74,7 +74,7 @@ async def run(servers: Servers, cfg: Config, profiling: Profiling | None = None)
 
 
 async def _level(
-    engine: Engine,
+    engine: EngineProcesses,
     cfg: Config,
     subscribers: int,
     recorder: Recorder | None,
@@ -179,7 +179,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return ranked[len(ranked) // 2] | {"p99_runs": [r["delivery_ms"]["p99"] for r in runs]}
 
 
-async def _held(engine: Engine, subscribers: int, timeout_s: float = 30) -> int:
+async def _held(engine: EngineProcesses, subscribers: int, timeout_s: float = 30) -> int:
     """Subscriptions the API holds, once it holds them all (or the most seen in `timeout_s`)."""
     best = 0
     deadline = time.monotonic() + timeout_s
@@ -195,7 +195,7 @@ def _pct(cpu: dict[str, Any]) -> float:
     return round(100 * float(cpu["cpu_s"]["api"]) / max(float(cpu["wall_s"]), 1e-9), 1)
 
 
-async def _queue_orders(engine: Engine, n: int) -> list[str]:
+async def _queue_orders(engine: EngineProcesses, n: int) -> list[str]:
     """Submit n orders (no worker runs, so they wait in the queue) and return their ids."""
     from bench.http import Connection
 

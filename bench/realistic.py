@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import steps
 from bench.clients import say
-from bench.stack import Engine, Servers
+from bench.stack import EngineProcesses, Servers
 
 DEFAULT_FAILURE_RATES = {"SIM_DROP_RATE": "0.02", "SIM_EXPIRY_RATE": "0.02",
                          "SIM_RPC_TIMEOUT_RATE": "0.02"}  # fmt: skip
@@ -51,7 +51,7 @@ async def run(servers: Servers, cfg: Config) -> dict[str, Any]:
 
 async def _brief(servers: Servers, cfg: Config) -> dict[str, Any]:
     knobs = {"SIM_LATENCY_SCALE": "1", "WORKER_CONCURRENCY": str(cfg.brief_concurrency)}
-    engine = Engine(servers, "brief", knobs | DEFAULT_FAILURE_RATES)
+    engine = EngineProcesses(servers, "brief", knobs | DEFAULT_FAILURE_RATES)
     await engine.prepare()
     try:
         await engine.start_api()
@@ -80,7 +80,7 @@ async def _brief(servers: Servers, cfg: Config) -> dict[str, Any]:
 async def _drain(servers: Servers, cfg: Config, concurrency: int, procs: int) -> dict[str, Any]:
     backlog = min(max(concurrency * procs * ORDERS_PER_SLOT, 40), cfg.max_backlog)
     name = f"drain_c{concurrency}_p{procs}"
-    engine = Engine(
+    engine = EngineProcesses(
         servers, name, {"SIM_LATENCY_SCALE": "1", "WORKER_CONCURRENCY": str(concurrency)}
     )
     await engine.prepare()

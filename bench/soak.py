@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import counters, steps
 from bench.clients import say
-from bench.stack import Engine, Servers, rss_mb
+from bench.stack import EngineProcesses, Servers, rss_mb
 
 FLAT_PCT = 10.0
 # RSS climbs for the first ~30 s (pools, caches, allocator arenas); growth is measured from here.
@@ -31,7 +31,7 @@ class Config:
 
 
 async def run(servers: Servers, cfg: Config) -> dict[str, Any]:
-    engine = Engine(
+    engine = EngineProcesses(
         servers,
         "soak",
         {"SIM_LATENCY_SCALE": "0", "WORKER_CONCURRENCY": str(cfg.worker_concurrency)},

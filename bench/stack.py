@@ -167,7 +167,7 @@ BASE_KNOBS = {
 
 
 @dataclass
-class Engine:
+class EngineProcesses:
     """One scenario's API and worker processes against a fresh database."""
 
     servers: Servers

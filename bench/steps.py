@@ -16,14 +16,14 @@ import asyncpg
 
 from bench import counters
 from bench.clients import LoadGen, Ticker, merge, rate_line, say, split
-from bench.stack import HOST, CpuGauge, CpuMeter, Engine
+from bench.stack import HOST, CpuGauge, CpuMeter, EngineProcesses
 from bench.stats import summary
 
 TERMINAL = ("confirmed", "failed", "cancelled", "expired")
 EXPECTED_EVENTS = 5  # pending, routing, building, submitted, confirmed
 
 
-def roles(engine: Engine) -> dict[str, list[int]]:
+def roles(engine: EngineProcesses) -> dict[str, list[int]]:
     """Process ids of each part of the system, for CPU accounting."""
     assert engine.api is not None
     return {
@@ -57,7 +57,7 @@ def cpu_report(
 
 
 async def follow_load(
-    engine: Engine,
+    engine: EngineProcesses,
     label: str,
     orders: int,
     clients: int,
@@ -119,7 +119,7 @@ async def follow_load(
 
 
 async def post_load(
-    engine: Engine, label: str, orders: int, *, rate_per_s: float = 0, clients: int = 16
+    engine: EngineProcesses, label: str, orders: int, *, rate_per_s: float = 0, clients: int = 16
 ) -> dict[str, Any]:
     """Submit `orders` without following them: open loop at `rate_per_s`, else flat out."""
     cfg = {"mode": "post", "host": HOST, "port": engine.port, "orders": orders,
@@ -162,7 +162,7 @@ async def count_open(url: str) -> tuple[int, int]:
     return int(row["open"]), int(row["n"])
 
 
-async def wait_drained(engine: Engine, label: str, timeout_s: float) -> float:
+async def wait_drained(engine: EngineProcesses, label: str, timeout_s: float) -> float:
     """Wait until no order is open; returns the seconds waited (raises on timeout)."""
     started = time.monotonic()
     last_print = started

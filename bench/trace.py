@@ -18,7 +18,7 @@ import psutil  # type: ignore[import-untyped]
 from websockets.asyncio.client import connect
 
 from bench.http import Connection
-from bench.stack import HOST, Engine
+from bench.stack import HOST, EngineProcesses
 
 _LINE = re.compile(r'^[\d.]+ \[\d+ (?P<client>[^\]]+)\] "(?P<cmd>[^"]+)"')
 _ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "0.01"}
@@ -33,7 +33,7 @@ def _ports(pid: int, server_port: int) -> set[int]:
     return {c.laddr.port for c in conns if c.raddr and c.raddr.port == server_port}
 
 
-async def redis_per_order(engine: Engine, orders: int = 3) -> dict[str, Any]:
+async def redis_per_order(engine: EngineProcesses, orders: int = 3) -> dict[str, Any]:
     """Redis commands per order by process, averaged over `orders` orders run one at a time."""
     valkey_port = engine.servers.valkey.port
     reader, writer = await asyncio.open_connection(HOST, valkey_port)

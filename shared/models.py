@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -40,7 +41,26 @@ from shared.market.tokens import (
 from shared.numbers import dec_str, decimal_places, parse_decimal
 
 OrderType = Literal["market", "limit", "sniper"]
-TERMINAL_STATUSES = ("confirmed", "failed", "cancelled", "expired")
+
+
+class Status(StrEnum):
+    """An order's status: the one place the vocabulary is spelled (migrations aside)."""
+
+    PENDING = "pending"
+    ROUTING = "routing"
+    BUILDING = "building"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+# Plain strings: they go to SQL as text[] and are compared with statuses read from rows.
+TERMINAL_STATUSES: tuple[str, ...] = tuple(
+    s.value for s in (Status.CONFIRMED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
+)
+OPEN_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s not in TERMINAL_STATUSES)
 MAX_AMOUNT_HUMAN = Decimal(10) ** 12
 MAX_PRICE = Decimal(10) ** MAX_PRICE_DIGITS
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.stack import PYTHON, TREE, Engine, Servers
+from bench.stack import PYTHON, TREE, EngineProcesses, Servers
 
 
 def test_a_scenarios_engine_imports_the_benchmarks_own_tree(
@@ -20,7 +20,7 @@ def test_a_scenarios_engine_imports_the_benchmarks_own_tree(
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     servers = Servers()
     try:
-        engine = Engine(servers, "imports")
+        engine = EngineProcesses(servers, "imports")
         found = subprocess.run(
             [PYTHON, "-c", "import app, worker; print(app.__file__); print(worker.__file__)"],
             env=engine.env(),

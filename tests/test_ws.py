@@ -516,3 +516,17 @@ async def test_sockets_log_no_line_of_their_own(
     assert quiet.level == logging.WARNING and not quiet.isEnabledFor(logging.INFO)
     quiet.error("a socket's error")  # still reaches uvicorn.error's handlers (and caplog)
     assert [r.getMessage() for r in caplog.records if r.name == quiet.name] == ["a socket's error"]
+
+
+@pytest.mark.parametrize(
+    "after_seq", ["-1", "1.5", "%D9%A1", "1" * 5000, "99999999999", "%201"], ids=lambda v: v[:12]
+)
+async def test_an_after_seq_that_is_not_a_small_whole_number_is_refused_with_4400(
+    stack: Stack, after_seq: str
+) -> None:
+    """Not digits, other scripts' digits, thousands of digits: a clear 4400, never a crash."""
+    accepted = await stack.submit(ONE_SOL)
+    async with websockets.connect(f"{accepted['wsUrl']}&afterSeq={after_seq}") as ws:
+        code, reason, messages = await closed_with(ws)
+    assert (code, messages) == (4400, []), (code, reason)
+    assert reason is not None and "afterSeq" in reason

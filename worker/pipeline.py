@@ -20,6 +20,7 @@ from shared import queries, triggers
 from shared.market.pools import SLIPPAGE_ERRORS
 from shared.market.routing import Route, human_price
 from shared.market.tokens import Token, from_base_units, unlisted_token
+from shared.models import OPEN_STATUSES
 from shared.numbers import dec_str
 from shared.queries import Move
 from shared.sim import launches
@@ -30,7 +31,6 @@ from worker.engine import Engine
 
 log = logging.getLogger(__name__)
 
-OPEN = ("pending", "routing", "building", "submitted")
 COMPUTE_UNIT_PRICE = {"market": 50_000, "limit": 50_000, "sniper": 1_000_000}  # micro-lamports
 _SLIPPAGE_NAMES = frozenset(SLIPPAGE_ERRORS.values())
 
@@ -198,7 +198,7 @@ async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, Sig
         "routing",
         attempt,
         routing,
-        OPEN,
+        OPEN_STATUSES,
         attempts=attempt,
         dex_chosen=chosen.dex,
         pool=chosen.pool.address,
@@ -364,7 +364,7 @@ async def _after_failure(run: OrderRun, attempt: int, failure: AttemptFailed) ->
         "failed",
         attempt,
         data,
-        OPEN,
+        OPEN_STATUSES,
         last_error=failure.message,
         error_code=failure.code,
         attempts=attempt,

@@ -2,30 +2,28 @@
 
 import json
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.requests import HTTPConnection
 
 from app import service
-from app.deps import Res, Resources, ws_base
+from app.deps import EXECUTE_PATH, Res, Resources, ws_base
 from app.errors import ERROR_RESPONSES, json_response
 from shared.errors import InvalidJson, InvalidOrder, PayloadTooLarge, UnsupportedMediaType
 from shared.grammar import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_PATTERN, order_schema
-from shared.models import OrderAccepted, OrderDetail, OrderList, validate_order
+from shared.models import OrderAccepted, OrderDetail, OrderList, Status, validate_order
 from shared.numbers import MAX_DECIMAL_CHARS
 
 router = APIRouter(prefix="/api", tags=["orders"])
 
 MAX_BODY_BYTES = 16 * 1024
-StatusFilter = Literal[
-    "pending", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired"
-]
 
 
 def client_key(conn: HTTPConnection) -> str:
-    """Who the rate limit counts against: the peer address (the proxy's, behind one)."""
+    """Who the rate limit counts against: the peer address, which is the client's own when
+    the request came through a proxy listed in FORWARDED_ALLOW_IPS."""
     return conn.client.host if conn.client else "unknown"
 
 
@@ -142,7 +140,7 @@ _LIMIT = "^(?:[1-9][0-9]?|1[0-9]{2}|200)$"  # 1-200 in plain digits (int() reads
 
 
 @router.post(
-    "/orders/execute",
+    EXECUTE_PATH.removeprefix("/api"),
     response_model=OrderAccepted,
     responses=ERROR_RESPONSES,
     summary="Submit an order; follow it on the WebSocket at `wsUrl`",
@@ -157,7 +155,7 @@ _LIMIT = "^(?:[1-9][0-9]?|1[0-9]{2}|200)$"  # 1-200 in plain digits (int() reads
 async def execute_order(request: Request) -> Response:
     # The busiest route takes only the request: no dependency for FastAPI to solve and no
     # response model to validate on the way out (the body is built by `service`, to the
-    # documented OrderAccepted shape, and tested as such), ~5 % of the API's CPU per order.
+    # documented OrderAccepted shape, and tested as such).
     res: Resources = request.app.state.resources
     key = idempotency_key(request)
     order = validate_order(await read_json_body(request))
@@ -168,7 +166,7 @@ async def execute_order(request: Request) -> Response:
 @router.get("/orders", response_model=OrderList, responses=ERROR_RESPONSES)
 async def list_orders(
     res: Res,
-    status: StatusFilter | None = None,
+    status: Status | None = None,
     limit: Annotated[str, Query(pattern=_LIMIT, description="1-200")] = "50",
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> dict[str, Any]:

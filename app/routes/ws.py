@@ -4,13 +4,14 @@ This module turns the connection into an order to follow; `app.stream` streams i
 """
 
 import asyncio
+import re
 import uuid
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app import service
-from app.deps import Resources, get_resources, ws_base
+from app.deps import EXECUTE_PATH, Resources, get_resources, ws_base
 from app.routes.orders import MAX_BODY_BYTES, client_key, parse_json
 from app.stream import CLOSE_GOING_AWAY, CLOSE_NOT_FOUND, OrderStream, prepared_writer
 from shared.errors import EngineError, PayloadTooLarge
@@ -21,9 +22,10 @@ router = APIRouter()
 CLOSE_INVALID_ORDER = 4400
 CLOSE_FORBIDDEN_ORIGIN = 4403  # a web page from an origin not in ALLOWED_ORIGINS
 SUBMIT_TIMEOUT_S = 30.0
+_AFTER_SEQ = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 
-@router.websocket("/api/orders/execute")
+@router.websocket(EXECUTE_PATH)
 async def order_socket(websocket: WebSocket) -> None:
     res = await get_resources(websocket)
     await websocket.accept()
@@ -38,7 +40,10 @@ async def order_socket(websocket: WebSocket) -> None:
             order_id = await _submitted_order(websocket, res)
         if order_id is None:
             return
-        after_seq = int(params.get("afterSeq", "0")) if params.get("afterSeq", "0").isdigit() else 0
+        after_seq = _after_seq(params.get("afterSeq", "0"))
+        if after_seq is None:
+            await websocket.close(CLOSE_INVALID_ORDER, "afterSeq: a whole number of events")
+            return
         stream = OrderStream(
             websocket,
             order_id,
@@ -51,6 +56,11 @@ async def order_socket(websocket: WebSocket) -> None:
         await stream.run(after_seq)
     except WebSocketDisconnect:
         return  # the client left
+
+
+def _after_seq(raw: str) -> int | None:
+    """`afterSeq` as sent (ASCII digits, nine at most: no order has that many events)."""
+    return int(raw) if _AFTER_SEQ.fullmatch(raw) else None
 
 
 async def _existing_order(ws: WebSocket, res: Resources, raw_id: str) -> uuid.UUID | None:
