@@ -92,6 +92,13 @@ class Authenticator:
         self._cache[digest] = (now + self.cache_s, caller)
         return caller
 
+    def forget(self, key_id: str) -> None:
+        """Stop trusting a key this process remembers (it was just revoked here; other
+        processes stop within AUTH_CACHE_S)."""
+        for digest, (_, caller) in list(self._cache.items()):
+            if caller.key_id == key_id:
+                del self._cache[digest]
+
     async def _look_up(self, presented: str) -> Caller | None:
         parsed = apikeys.parse_key(presented)
         if parsed is None:
@@ -110,7 +117,11 @@ class Authenticator:
 
 
 def require(caller: Caller, needed: Scope) -> Caller:
+    """The caller, if it may do what needs `needed`: else 403 (or 401 for the anonymous
+    caller of AUTH_MODE=open, who can present a key that may)."""
     if not caller.can(needed):
+        if caller.key_id is None:
+            raise Unauthorized(f"this needs an API key with the {needed.value!r} scope")
         raise Forbidden(f"this API key lacks the {needed.value!r} scope")
     return caller
 
@@ -122,7 +133,7 @@ def _presented_key(conn: HTTPConnection) -> str | None:
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("Authorization must be 'Bearer <key>'")
         return value.strip()
-    return conn.headers.get("x-api-key")
+    return conn.headers.get("x-api-key") or None  # an empty header is no key
 
 
 def _client(conn: HTTPConnection) -> str:

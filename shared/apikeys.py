@@ -125,14 +125,15 @@ async def list_keys(conn: Conn, account: str | None) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def revoke_key(conn: Conn, key_id: str) -> bool:
-    """Revoke a key; False if there is no such key (revoking twice keeps the first time)."""
-    revoked = await conn.fetchval(
+async def revoke_key(conn: Conn, key_id: str) -> dict[str, Any] | None:
+    """Revoke a key (revoking twice keeps the first time); the key's listing, None if
+    there is no such key."""
+    row = await conn.fetchrow(
         """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
-           RETURNING true""",
+           RETURNING id, account, name, scopes, created_at, last_used_at, revoked_at""",
         key_id,
     )
-    return bool(revoked)
+    return None if row is None else dict(row)
 
 
 async def account_limits(conn: Conn, account: str) -> Limits:
@@ -150,3 +151,27 @@ async def account_limits(conn: Conn, account: str) -> Limits:
         row["max_orders_per_s"],
         None if tokens is None else frozenset(tokens),
     )
+
+
+LIMIT_COLUMNS = ("max_notional_usd", "max_open_orders", "max_orders_per_s", "allowed_tokens")
+
+
+async def set_limits(conn: Conn, account: str, changes: dict[str, Any]) -> Limits:
+    """Set some of an account's risk-limit overrides (None: back to the settings' default),
+    creating the account if it is new; returns all of them."""
+    unknown = set(changes) - set(LIMIT_COLUMNS)
+    if unknown:
+        raise ValueError(f"not a risk limit: {sorted(unknown)}")
+    names = list(changes)  # only names from LIMIT_COLUMNS reach the SQL text
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO accounts (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", account
+        )
+        if names:
+            sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
+            await conn.execute(
+                f"UPDATE accounts SET {sets} WHERE name = $1",
+                account,
+                *(changes[n] for n in names),
+            )
+    return await account_limits(conn, account)

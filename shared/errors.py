@@ -49,6 +49,7 @@ class RiskLimit(EngineError):
     def __init__(self, message: str, limit: str, value: object, status_code: int = 403) -> None:
         super().__init__(message, [{"limit": limit, "value": str(value)}])
         self.status_code = status_code
+        self.retry_after_s = 1  # sent (Retry-After) with the 429 of the orders-per-second limit
 
 
 class NotFound(EngineError):

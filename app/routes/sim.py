@@ -3,19 +3,24 @@
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 from pydantic import Field, StrictStr
 from solders.pubkey import Pubkey
 
+from app.callers import needs
 from app.deps import Res
 from app.errors import ERROR_RESPONSES
 from shared import triggers
+from shared.apikeys import Scope
 from shared.errors import Conflict, InvalidOrder
 from shared.models import CamelModel
 from shared.numbers import dec_str
 from shared.sim import launches
 
-router = APIRouter(prefix="/api/sim", tags=["simulation"])
+# Every simulation control needs `admin` (anonymous callers may use them in AUTH_MODE=open).
+router = APIRouter(
+    prefix="/api/sim", tags=["simulation"], dependencies=[Depends(needs(Scope.ADMIN, sim=True))]
+)
 
 
 class LaunchCreate(CamelModel):

@@ -3,27 +3,30 @@
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from app import service
+from app.callers import Reader, needs
 from app.deps import Res
 from app.errors import ERROR_RESPONSES, json_response
 from app.outages import Dependency
+from shared.apikeys import Scope
 from shared.models import Stats, validate_order
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/api/stats", response_model=Stats, responses=ERROR_RESPONSES)
-async def stats(res: Res) -> dict[str, Any]:
-    return await service.stats(res.pg_guard, res.redis_guard)
+async def stats(res: Res, caller: Reader) -> dict[str, Any]:
+    return await service.stats(res.pg_guard, res.redis_guard, caller)
 
 
 @router.get(
     "/api/quotes",
     responses=ERROR_RESPONSES,
     summary="Both venues' quotes and the route, without executing",
+    dependencies=[Depends(needs(Scope.READ))],
 )
 async def quotes(
     res: Res,

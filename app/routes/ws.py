@@ -17,18 +17,21 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from app import service
+from app.callers import websocket_caller
 from app.deps import Resources, get_resources, ws_base
 from app.hub import FINISHED_CLOSE, Delivery, Subscription, Write
 from app.routes.orders import MAX_BODY_BYTES, client_key, parse_json
 from app.wsserver import PREPARED_FRAMES
 from shared import queries
-from shared.errors import EngineError, PayloadTooLarge
+from shared.apikeys import Caller, Scope
+from shared.errors import EngineError, PayloadTooLarge, ServiceUnavailable
 from shared.models import TERMINAL_STATUSES, validate_order
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INVALID_ORDER = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408  # the reader fell too far behind; reconnect with afterSeq
@@ -41,11 +44,16 @@ async def order_socket(websocket: WebSocket) -> None:
     res = await get_resources(websocket)
     await websocket.accept()
     params = websocket.query_params
+    # Checked here, not as a dependency: the fast lane (`app.fastlane`) skips dependencies.
+    needed = Scope.READ if "orderId" in params else Scope.TRADE
+    caller = await websocket_caller(websocket, res, needed)
+    if caller is None:
+        return
     try:
         if "orderId" in params:
-            order_id = await _existing_order(websocket, res, params["orderId"])
+            order_id = await _existing_order(websocket, res, params["orderId"], caller.account)
         else:
-            order_id = await _submitted_order(websocket, res)
+            order_id = await _submitted_order(websocket, res, caller)
         if order_id is None:
             return
         after_seq = int(params.get("afterSeq", "0")) if params.get("afterSeq", "0").isdigit() else 0
@@ -54,27 +62,36 @@ async def order_socket(websocket: WebSocket) -> None:
         return
 
 
-async def _existing_order(ws: WebSocket, res: Resources, raw_id: str) -> uuid.UUID | None:
-    """The id to follow; whether the order exists is settled by the first history read."""
+async def _existing_order(
+    ws: WebSocket, res: Resources, raw_id: str, account: str
+) -> uuid.UUID | None:
+    """The id to follow, if the order is the account's: another account's order is closed
+    4404 exactly as an unknown one."""
     try:
-        return uuid.UUID(raw_id)
+        order_id = uuid.UUID(raw_id)
+        if await service.owns(res, account, order_id):
+            return order_id
     except ValueError:
-        await _not_found(ws, raw_id)
+        pass
+    except ServiceUnavailable as err:
+        await ws.close(CLOSE_TRY_AGAIN_LATER, err.message[:120])
         return None
+    await _not_found(ws, raw_id)
+    return None
 
 
 async def _not_found(ws: WebSocket, raw_id: str) -> None:
     await ws.close(CLOSE_NOT_FOUND, f"order {raw_id[:64]} not found")
 
 
-async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
+async def _submitted_order(ws: WebSocket, res: Resources, caller: Caller) -> uuid.UUID | None:
     """Submit-over-the-socket: the first message is the order, answered with `accepted`."""
     try:
         raw = await asyncio.wait_for(_first_message(ws), SUBMIT_TIMEOUT_S)
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"order message over {MAX_BODY_BYTES} bytes")
         order = validate_order(parse_json(raw))
-        accepted = await service.accept_order(res, order, client_key(ws), ws_base(ws), None)
+        accepted = await service.accept_order(res, order, caller, client_key(ws), ws_base(ws), None)
     except TimeoutError:
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
         return None
