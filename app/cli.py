@@ -51,7 +51,7 @@ def _notional(value: str) -> Decimal | None:
     return amount
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
     groups = parser.add_subparsers(dest="group", required=True)
     keys = groups.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
@@ -150,7 +150,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        return asyncio.run(_run(_parser().parse_args(argv)))
+        return asyncio.run(_run(build_parser().parse_args(argv)))
     except ValueError as exc:  # an unknown token in --allowed-tokens
         print(f"error: {exc}", file=sys.stderr)
         return 2

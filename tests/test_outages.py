@@ -213,9 +213,11 @@ async def test_redis_unresponsive_gives_503_within_seconds() -> None:
             assert not isinstance(post, BaseException) and not isinstance(stats, BaseException)
             assert not isinstance(health, BaseException) and not isinstance(read, BaseException)
             _assert_unavailable(*post, "Redis")
-            _assert_unavailable(*stats, "Redis")
             _assert_health_down(*health)
-            assert read[0].status_code == 200 and read[1] < ANSWER_WITHIN_S
+            # An account's stats and orders are PostgreSQL's (the engine-wide queue figures,
+            # from Redis, are an admin's): both answer.
+            for answer in (read, stats):
+                assert answer[0].status_code == 200 and answer[1] < ANSWER_WITHIN_S
             assert await _count_orders(d.servers.database_url) == count
             await _wait_health(http, 200)
 

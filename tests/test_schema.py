@@ -2,14 +2,17 @@
 invalid requests to every operation; no response may be a 5xx or break the documented schema.
 
 The server is a live `make_stack()` uvicorn on the test's event loop, so schemathesis (which is
-synchronous) runs in a worker thread while the loop keeps serving."""
+synchronous) runs in a worker thread while the loop keeps serving. It runs in both AUTH_MODEs:
+`open` with no key, and `keys` with an admin key on every request."""
 
 import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import hypothesis
 import hypothesis.errors
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
@@ -17,13 +20,16 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.result import Err
 
+from shared import apikeys
 from tests.conftest import StackFactory
 
 MAX_EXAMPLES = 50  # per operation and generation mode
 CHECKS: list[Callable[..., Any]] = [not_a_server_error, response_schema_conformance]
 
 
-def _fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> str | None:
+def _fuzz_operation(
+    operation: Any, mode: GenerationMode, base_url: str, headers: dict[str, str]
+) -> str | None:
     """Run one operation's examples; the failure (after shrinking) as text, or None."""
     session = requests.Session()
 
@@ -37,7 +43,7 @@ def _fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> str 
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:  # a schemathesis.Case
-        response = case.call(base_url=base_url, session=session, timeout=10)
+        response = case.call(base_url=base_url, session=session, headers=headers, timeout=10)
         case.validate_response(response, checks=CHECKS)
 
     try:
@@ -51,7 +57,7 @@ def _fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> str 
     return None
 
 
-def _fuzz(base_url: str) -> tuple[list[str], list[str]]:
+def _fuzz(base_url: str, headers: dict[str, str]) -> tuple[list[str], list[str]]:
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     labels, failures = [], []
     for result in schema.get_all_operations():
@@ -59,17 +65,24 @@ def _fuzz(base_url: str) -> tuple[list[str], list[str]]:
         operation = result.ok()
         labels.append(operation.label)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            failure = _fuzz_operation(operation, mode, base_url)
+            failure = _fuzz_operation(operation, mode, base_url, headers)
             if failure is not None:
                 failures.append(failure)
     return labels, failures
 
 
+@pytest.mark.parametrize("auth_mode", ["open", "keys"])
 async def test_no_server_errors_and_every_response_matches_the_schema(
-    make_stack: StackFactory,
+    make_stack: StackFactory, db: asyncpg.Connection, auth_mode: str
 ) -> None:
-    stack = await make_stack(workers=1)
-    labels, failures = await asyncio.to_thread(_fuzz, stack.base_url)
+    stack = await make_stack(workers=1, auth_mode=auth_mode)
+    headers = {}
+    if auth_mode == "keys":
+        admin = await apikeys.create_key(db, "fuzz", [apikeys.Scope.ADMIN])
+        headers = {"Authorization": f"Bearer {admin.key}"}
+        refused = await stack.http.get("/api/orders")
+        assert refused.status_code == 401  # the key is what lets the run through
+    labels, failures = await asyncio.to_thread(_fuzz, stack.base_url, headers)
     # The run covered the API (the WebSocket route is not an OpenAPI operation).
     assert {
         "POST /api/orders/execute",
@@ -78,5 +91,10 @@ async def test_no_server_errors_and_every_response_matches_the_schema(
         "GET /api/stats",
         "GET /api/quotes",
         "GET /health",
+        "POST /api/admin/keys",
+        "GET /api/admin/keys",
+        "DELETE /api/admin/keys/{key_id}",
+        "PUT /api/admin/accounts/{account}/limits",
+        "POST /api/ws-tokens",
     } <= set(labels), labels
     assert not failures, "\n\n".join(failures)
