@@ -281,7 +281,8 @@ def test_api_key_variable_is_sent_unless_a_request_names_its_own(
 def test_accounts_folder_covers_401_403_isolation_and_risk_limit(
     collection: dict[str, Any],
 ) -> None:
-    items = [item for folder, item in _requests(collection["item"]) if folder == "Accounts and keys"]
+    requests = _requests(collection["item"])
+    items = [item for folder, item in requests if folder == "Accounts and keys"]
     codes: dict[str, list[str]] = {}
     for item in items:
         tests = _script(item, "test")
