@@ -11,6 +11,7 @@ so a busy client costs one PostgreSQL round trip per key per period, not per req
 that keep presenting bad keys get 429 before any lookup.
 """
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -24,7 +25,7 @@ from starlette.requests import HTTPConnection
 from app.outages import Dependency
 from shared import apikeys, keys
 from shared.apikeys import PUBLIC_ACCOUNT, Caller, Scope
-from shared.errors import Forbidden, RateLimited, Unauthorized
+from shared.errors import Forbidden, RateLimited, ServiceUnavailable, Unauthorized
 
 WS_TOKEN_TTL_S = 60
 BAD_KEYS_PER_MIN = 20
@@ -80,12 +81,16 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             return cached[1]
         failures_key = keys.auth_failures_key(client)
-        failures = await self.redis.run(lambda r: r.get(failures_key))
-        if failures is not None and int(failures) >= BAD_KEYS_PER_MIN:
-            raise RateLimited("too many invalid API keys from this client; wait a minute", 60)
+        # The bad-key limiter is best effort: a Redis outage must not stop reads, which need
+        # only PostgreSQL (and the key lookup below still refuses a bad key).
+        with contextlib.suppress(ServiceUnavailable):
+            failures = await self.redis.run(lambda r: r.get(failures_key))
+            if failures is not None and int(failures) >= BAD_KEYS_PER_MIN:
+                raise RateLimited("too many invalid API keys from this client; wait a minute", 60)
         caller = await self._look_up(presented)
         if caller is None:
-            await self.redis.run(lambda r: _count_failure(r, failures_key))
+            with contextlib.suppress(ServiceUnavailable):
+                await self.redis.run(lambda r: _count_failure(r, failures_key))
             raise Unauthorized("the API key is invalid or revoked")
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
