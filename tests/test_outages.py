@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from shared import apikeys
 from tests.procs import (
     Proc,
     assert_executed_once,
@@ -226,3 +227,27 @@ def _assert_health_down(response: httpx.Response, elapsed_s: float) -> None:
     assert elapsed_s < ANSWER_WITHIN_S, f"/health took {elapsed_s:.1f} s"
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_keys_mode_reads_need_only_postgres_when_redis_is_frozen() -> None:
+    """AUTH_MODE=keys: a key never seen before is still verified (PostgreSQL) while Redis,
+    which keeps the bad-key counter, is frozen; an order needs Redis and gets 503."""
+    async with deployment(AUTH_MODE="keys") as d:
+        conn = await asyncpg.connect(d.servers.database_url)
+        try:
+            api = await d.start_api()
+            key = (await apikeys.create_key(conn, "alice", [apikeys.Scope.TRADE])).key
+        finally:
+            await conn.close()
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(
+            base_url=api.base_url, timeout=ANSWER_WITHIN_S + 5, headers=headers
+        ) as http:
+            with frozen(server_pids(d.servers, "redis")):
+                read = await _timed(http, "GET", "/api/orders")
+                post = await _timed(http, "POST", "/api/orders/execute")
+                bad = await http.get("/api/orders", headers={"Authorization": "Bearer oee_x"})
+            assert read[0].status_code == 200 and read[1] < ANSWER_WITHIN_S, read[0].text
+            _assert_unavailable(*post, "Redis")
+            assert bad.status_code == 401, bad.text
+            await _wait_health(http, 200)
