@@ -132,13 +132,21 @@ def require(caller: Caller, needed: Scope) -> Caller:
 
 
 def _presented_key(conn: HTTPConnection) -> str | None:
-    header = conn.headers.get("authorization")
-    if header is not None:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+    # One pass over the raw headers (ASGI servers lower-case their names): every order
+    # comes through here, and with no key this is all AUTH_MODE=open costs it.
+    authorization: bytes | None = None
+    api_key: bytes | None = None
+    for name, value in conn.scope["headers"]:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"x-api-key":
+            api_key = value
+    if authorization is not None:
+        scheme, _, key = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("Authorization must be 'Bearer <key>'")
-        return value.strip()
-    return conn.headers.get("x-api-key") or None  # an empty header is no key
+        return key.strip()
+    return api_key.decode("latin-1") if api_key else None  # an empty header is no key
 
 
 def _client(conn: HTTPConnection) -> str:

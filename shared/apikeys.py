@@ -9,7 +9,7 @@ it is made, and never logged or echoed.
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -46,9 +46,14 @@ class Caller:
     account: str
     scopes: frozenset[Scope]
     key_id: str | None  # None: the anonymous caller of AUTH_MODE=open
+    # The highest scope's rank, worked out once: a scope check runs on every request.
+    level: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", max((_RANK[s] for s in self.scopes), default=-1))
 
     def can(self, needed: Scope) -> bool:
-        return grants(self.scopes, needed)
+        return self.level >= _RANK[needed]
 
 
 @dataclass(frozen=True, slots=True)
