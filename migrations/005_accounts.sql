@@ -2,7 +2,7 @@
 -- (or the built-in `public` account, in AUTH_MODE=open) can see or touch it.
 CREATE TABLE accounts (
     name              text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,63}$'),
-    -- Pre-trade risk limits; NULL = the settings' default (RISK_* in .env.example).
+    -- Pre-trade risk limits; NULL = the settings' default (RISK_* in .env.example), 0 = none.
     max_notional_usd  numeric CHECK (max_notional_usd >= 0),
     max_open_orders   integer CHECK (max_open_orders >= 0),
     max_orders_per_s  integer CHECK (max_orders_per_s >= 0),

@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection
 
 from shared import apikeys
 from shared.apikeys import Scope as KeyScope
+from shared.market.tokens import resolve_token
 from tests.conftest import Stack, StackFactory
 
 EXECUTE = "/api/orders/execute"
@@ -506,3 +507,41 @@ async def test_open_mode_needs_no_key_and_uses_one_if_sent(
     rows = await db.fetch("SELECT account, count(*) AS n FROM orders GROUP BY account")
     counts = {row["account"]: row["n"] for row in rows}
     assert counts == {"public": 2, "alice": 1}
+
+
+async def test_cli_sets_account_limits_that_the_api_applies(
+    make_stack: StackFactory, database_url: str, db: asyncpg.Connection
+) -> None:
+    stack = await make_stack(workers=0, auth_mode="keys", auth_cache_s=0)
+    alice = await make_key(db, "alice")
+    limited = await asyncio.to_thread(
+        run_cli, database_url, "accounts", "limits", "alice", "--max-open-orders", "1",
+        "--allowed-tokens", "SOL,usdc",
+    )  # fmt: skip
+    assert limited.returncode == 0, limited.stderr
+    row = await db.fetchrow("SELECT * FROM accounts WHERE name = 'alice'")
+    assert row is not None
+    assert row["max_open_orders"] == 1 and row["max_notional_usd"] is None
+    assert {resolve(m) for m in row["allowed_tokens"]} == {"SOL", "USDC"}
+    assert (await stack.http.post(EXECUTE, json=WAITING, headers=bearer(alice))).status_code == 200
+    refused = await stack.http.post(EXECUTE, json=WAITING, headers=bearer(alice))
+    assert_error(refused, 403, "RISK_LIMIT")
+    assert refused.json()["details"] == [{"limit": "max_open_orders", "value": "1"}]
+    reset = await asyncio.to_thread(
+        run_cli, database_url, "accounts", "limits", "alice", "--max-open-orders", "default"
+    )
+    assert reset.returncode == 0, reset.stderr
+    row = await db.fetchrow("SELECT * FROM accounts WHERE name = 'alice'")
+    assert row is not None
+    assert row["max_open_orders"] is None and row["allowed_tokens"] is not None  # untouched
+    assert (await stack.http.post(EXECUTE, json=WAITING, headers=bearer(alice))).status_code == 200
+    unknown = await asyncio.to_thread(
+        run_cli, database_url, "accounts", "limits", "alice", "--allowed-tokens", "NOPE"
+    )
+    assert unknown.returncode == 2 and "unknown token" in unknown.stderr
+
+
+def resolve(mint: str) -> str:
+    token = resolve_token(mint)
+    assert token is not None
+    return token.symbol

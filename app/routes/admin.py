@@ -1,9 +1,10 @@
 """Key management (`/api/admin/keys`, `admin` scope in every AUTH_MODE), account risk limits
 (`/api/admin/accounts/{name}/limits`), and short-lived WebSocket tokens (`/api/ws-tokens`)."""
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Path, Query
@@ -11,11 +12,12 @@ from pydantic import Field, StrictInt, StrictStr
 
 from app.auth import WS_TOKEN_TTL_S
 from app.callers import Admin, Reader
-from app.deps import Res
+from app.deps import Res, Resources
 from app.errors import ERROR_RESPONSES
 from app.risk import allowed_mints
 from shared import apikeys
 from shared.apikeys import ACCOUNT_PATTERN, MAX_KEY_NAME, Scope
+from shared.db import Conn
 from shared.errors import InvalidOrder, NotFound
 from shared.market.tokens import resolve_token
 from shared.models import CamelModel
@@ -79,8 +81,13 @@ class WsToken(CamelModel):
     expires_in_seconds: int
 
 
-async def _with_conn(res: Res, work: Any) -> Any:
-    async def run(db: asyncpg.Pool) -> Any:
+T = TypeVar("T")
+
+
+async def _with_conn(res: Resources, work: Callable[[Conn], Awaitable[T]]) -> T:
+    """`work` on a pooled connection, within PostgreSQL's deadline (503 when it is down)."""
+
+    async def run(db: asyncpg.Pool) -> T:
         async with db.acquire() as conn:
             return await work(conn)
 
