@@ -24,8 +24,15 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_account_idx ON api_keys (account, created_at);
 
-ALTER TABLE orders ADD COLUMN account text NOT NULL DEFAULT 'public' REFERENCES accounts (name);
+-- No foreign key to accounts: its check would lock the account's row (FOR KEY SHARE) on every
+-- order insert, and an account's concurrent orders would all share that one row lock (a
+-- multixact growing with each). An order's account comes from a verified key, whose account
+-- exists.
+ALTER TABLE orders ADD COLUMN account text NOT NULL DEFAULT 'public';
+-- Every list is an account's now: this index replaces the global one (an order keeps the
+-- same number of indexes to maintain).
 CREATE INDEX orders_account_created_idx ON orders (account, created_at DESC, id DESC);
+DROP INDEX orders_created_idx;
 -- The open-orders risk check counts only an account's unfinished orders.
 CREATE INDEX orders_account_open_idx ON orders (account)
     WHERE status NOT IN ('confirmed', 'failed', 'cancelled', 'expired');
