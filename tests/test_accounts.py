@@ -507,6 +507,8 @@ async def test_open_mode_needs_no_key_and_uses_one_if_sent(
     rows = await db.fetch("SELECT account, count(*) AS n FROM orders GROUP BY account")
     counts = {row["account"]: row["n"] for row in rows}
     assert counts == {"public": 2, "alice": 1}
+    public_stats = (await http.get("/api/stats")).json()
+    assert (public_stats["account"], public_stats["totalOrders"]) == ("public", 2)
 
 
 async def test_cli_sets_account_limits_that_the_api_applies(
