@@ -1,5 +1,7 @@
-"""`python -m app`: serve the API with uvicorn on HOST:PORT."""
+"""`python -m app`: serve the API with uvicorn on HOST:PORT; `python -m app keys|accounts …`:
+manage API keys and account limits (`app.cli`)."""
 
+import sys
 from typing import Any
 
 import uvicorn
@@ -21,6 +23,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def main() -> None:
+    if sys.argv[1:]:
+        from app.cli import main as cli  # only the CLI needs argparse and its commands
+
+        raise SystemExit(cli(sys.argv[1:]))
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, "api")
     uvicorn.run(

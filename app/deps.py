@@ -12,8 +12,11 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from app.admission import Admission
+from app.auth import Authenticator
 from app.hub import EventHub
 from app.outages import Dependency
+from app.owners import RecentOwners
+from app.risk import RiskChecks
 from shared.settings import Settings
 from shared.sim.market import Market
 
@@ -83,6 +86,10 @@ class Resources:
     # The same servers behind a deadline and a breaker (`app.outages`): what requests use.
     pg_guard: Dependency[asyncpg.Pool]
     redis_guard: Dependency[ArqRedis]
+    # Accounts and keys: who is calling, what their account may trade, who owns what.
+    auth: Authenticator
+    risk: RiskChecks
+    owners: RecentOwners
     origins: Origins = field(init=False)
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import EngineError, RateLimited, ServiceUnavailable
+from shared.errors import EngineError, RateLimited, RiskLimit, ServiceUnavailable, Unauthorized
 from shared.models import ErrorBody
 from shared.outages import OUTAGE_ERRORS, outage_of
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 # The documented error responses of every route (OpenAPI).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 }
 _CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 
@@ -32,6 +32,10 @@ def _render(err: EngineError) -> Response:
     headers = {}
     if isinstance(err, ServiceUnavailable | RateLimited):
         headers["Retry-After"] = str(err.retry_after_s)
+    elif isinstance(err, RiskLimit) and err.status_code == 429:
+        headers["Retry-After"] = str(err.retry_after_s)
+    elif isinstance(err, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
     return json_response(err.body(), err.status_code, headers)
 
 

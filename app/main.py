@@ -11,11 +11,14 @@ from fastapi import FastAPI, params
 from redis.asyncio import Redis
 
 from app.admission import Admission
+from app.auth import Authenticator
 from app.deps import Resources
 from app.errors import install_error_handlers
 from app.hub import EventHub
 from app.outages import Dependency
-from app.routes import orders, sim, system, ws
+from app.owners import RecentOwners
+from app.risk import RiskChecks
+from app.routes import admin, orders, sim, system, ws
 from shared import db as database
 from shared import queries
 from shared.heap import freeze_startup_heap
@@ -92,8 +95,22 @@ def create_app(
             resources.push_async_callback(pg_guard.close)
             redis_guard = Dependency(REDIS, redis, settings.redis_timeout_s, _ping)
             resources.push_async_callback(redis_guard.close)
+            auth = Authenticator(settings.auth_mode, pg_guard, redis_guard, settings.auth_cache_s)
+            risk = RiskChecks(settings, pg_guard, redis_guard, market)
+            owners = RecentOwners(max(settings.ws_replay_orders, 1024))
             app.state.resources = Resources(
-                settings, pool, redis, hub, market, admission, signer, pg_guard, redis_guard
+                settings,
+                pool,
+                redis,
+                hub,
+                market,
+                admission,
+                signer,
+                pg_guard,
+                redis_guard,
+                auth,
+                risk,
+                owners,
             )
             freeze_startup_heap()
             log.info("API ready on port %d", settings.port)
@@ -109,4 +126,5 @@ def create_app(
     for router in (orders.router, ws.router, sim.router):
         app.include_router(router, dependencies=api_dependencies)
     app.include_router(system.router)
+    app.include_router(admin.router)
     return app

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from app.deps import EXECUTE_PATH, Resources
 from app.outages import Dependency
 from shared import events, keys, queries, triggers
+from shared.apikeys import Caller, Scope
 from shared.db import Conn
 from shared.errors import (
     Conflict,
@@ -24,12 +25,20 @@ from shared.errors import (
     InvalidOrder,
     NotFound,
     OutcomeUnknown,
+    RiskLimit,
     ServiceUnavailable,
 )
 from shared.jobqueue import enqueue_order
 from shared.market.routing import choose_route
 from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
-from shared.models import NewOrder, OrderDetail, OrderPublic, Stats
+from shared.models import (
+    TERMINAL_STATUSES,
+    NewOrder,
+    OrderDetail,
+    OrderPublic,
+    Stats,
+    StatsFigures,
+)
 from shared.numbers import dec_str
 from shared.queries import Row
 from shared.sim import launches
@@ -47,18 +56,27 @@ def ws_url(ws_base: str, order_id: uuid.UUID) -> str:
 async def accept_order(
     res: Resources,
     order: NewOrder,
+    caller: Caller,
     client: str,
     ws_base: str,
     idempotency_key: str | None,
 ) -> dict[str, Any]:
-    """Admit, store and queue a new order: the one path of POST and the WebSocket submit.
+    """Check, admit, store and queue a new order for `caller`'s account: the one path of POST
+    and the WebSocket submit. A refusal (risk limit, rate, queue) writes nothing.
 
     Answers within the dependencies' deadlines whatever the servers do, and a 503 tells the
     truth: `ServiceUnavailable` means the order does not exist and never will (the order's
     commit is refused once its client has been answered, migration 004); `OutcomeUnknown`
     says that it may, and how to find out.
     """
-    await res.redis_guard.run(lambda _: res.admission.check(client))
+    limits = await res.risk.limits(caller)
+    await res.risk.check(limits, order)
+    if caller.key_id is None:  # anonymous (AUTH_MODE=open): counted per client address
+        await res.redis_guard.run(lambda _: res.admission.check(client))
+    else:
+        await res.redis_guard.run(
+            lambda _: res.admission.check(client, caller.account, limits.max_orders_per_s)
+        )
     if order.type == "sniper":
         launched = await res.redis_guard.run(
             lambda r: launches.launched_token(r, order.token_out.mint)
@@ -68,9 +86,12 @@ async def accept_order(
                 "tokenOut: this token has already launched; use a market order",
                 [{"field": "tokenOut", "message": "already launched"}],
             )
-    response, event = await _store(res.pg_guard, order, ws_base, idempotency_key)
+    response, event = await _store(
+        res.pg_guard, order, ws_base, idempotency_key, caller.account, limits.max_open_orders
+    )
     if event is None:  # an Idempotency-Key replay: the original response, nothing new
         return response
+    res.owners.remember(uuid.UUID(event["orderId"]), caller.account)
     res.hub.remember(event)  # before anything awaits: no event can come in between
     try:
         await res.redis_guard.run(lambda r: _queue(res.db, r, order, event))
@@ -88,9 +109,13 @@ async def _store(
     order: NewOrder,
     ws_base: str,
     idempotency_key: str | None,
+    account: str,
+    max_open_orders: int,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Commit the order with its `pending` event: (response, event), or (the original
-    response, None) for a replayed Idempotency-Key."""
+    response, None) for a replayed Idempotency-Key. With `max_open_orders`, the account's
+    open orders are counted under its lock in the same transaction, so that parallel
+    submissions cannot overshoot the limit."""
     order_id = uuid.uuid4()
     # The server refuses the commit after `accept_by`, a little before this request stops
     # waiting (the margin absorbs clock skew between the API's host and the database's).
@@ -102,21 +127,29 @@ async def _store(
         nonlocal sent
         async with db.acquire() as conn:
             sent = True
-            if idempotency_key is None:  # one statement: atomic without BEGIN/COMMIT
-                created_at, event = await queries.insert_order(conn, order_id, order, accept_by)
-                return _accepted(order, order_id, created_at, ws_base), event
+            if idempotency_key is None and not max_open_orders:  # one statement: atomic
+                created_at, event = await queries.insert_order(
+                    conn, order_id, order, accept_by, account
+                )
+                return _accepted(order, order_id, created_at, ws_base, account), event
             request_hash = hashlib.sha256(
                 orjson.dumps(order.payload, option=orjson.OPT_SORT_KEYS)
             ).hexdigest()
             async with conn.transaction():
-                replay = await _replay(conn, idempotency_key, request_hash)
-                if replay is not None:
-                    return replay, None
-                created_at, event = await queries.insert_order(conn, order_id, order, accept_by)
-                response = _accepted(order, order_id, created_at, ws_base)
-                await queries.remember_response(
-                    conn, idempotency_key, request_hash, order_id, response
+                if idempotency_key is not None:
+                    replay = await _replay(conn, account, idempotency_key, request_hash)
+                    if replay is not None:
+                        return replay, None
+                if max_open_orders:
+                    await _within_open_orders(conn, account, max_open_orders)
+                created_at, event = await queries.insert_order(
+                    conn, order_id, order, accept_by, account
                 )
+                response = _accepted(order, order_id, created_at, ws_base, account)
+                if idempotency_key is not None:
+                    await queries.remember_response(
+                        conn, account, idempotency_key, request_hash, order_id, response
+                    )
                 return response, event
 
     try:
@@ -150,11 +183,22 @@ async def _queue(db: asyncpg.Pool, redis: ArqRedis, order: NewOrder, event: dict
             await triggers.fire_snipers(db, redis, launched.mint, launched.symbol)
 
 
+async def _within_open_orders(conn: Conn, account: str, limit: int) -> None:
+    open_orders = await queries.lock_open_orders(conn, account)
+    if open_orders >= limit:
+        raise RiskLimit(
+            f"account {account} has {open_orders} open orders; its limit is {limit}",
+            "max_open_orders",
+            limit,
+        )
+
+
 def _accepted(
-    order: NewOrder, order_id: uuid.UUID, created_at: datetime, ws_base: str
+    order: NewOrder, order_id: uuid.UUID, created_at: datetime, ws_base: str, account: str
 ) -> dict[str, Any]:
     return {
         "orderId": str(order_id),
+        "account": account,
         "status": "pending",
         "type": order.type,
         "wsUrl": ws_url(ws_base, order_id),
@@ -163,12 +207,12 @@ def _accepted(
     }
 
 
-async def _replay(conn: Conn, key: str, request_hash: str) -> dict[str, Any] | None:
-    """The original response of this Idempotency-Key, or None if it has none yet (this
-    request now holds the key until its transaction ends)."""
-    if not await queries.lock_idempotency_key(conn, key):
+async def _replay(conn: Conn, account: str, key: str, request_hash: str) -> dict[str, Any] | None:
+    """The original response of this account's Idempotency-Key, or None if it has none yet
+    (this request now holds the key until its transaction ends)."""
+    if not await queries.lock_idempotency_key(conn, account, key):
         raise IdempotencyInProgress("a request with this Idempotency-Key is being processed")
-    row = await queries.idempotency_record(conn, key)
+    row = await queries.idempotency_record(conn, account, key)
     if row is None:
         return None
     if row["request_hash"] != request_hash:
@@ -195,6 +239,7 @@ def _dec(value: Decimal | None) -> str | None:
 def order_public(row: asyncpg.Record) -> dict[str, Any]:
     return OrderPublic(
         order_id=str(row["id"]),
+        account=row["account"],
         type=row["type"],
         status=row["status"],
         token_in=_symbol(row["token_in"]),
@@ -222,13 +267,14 @@ def order_public(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def get_order(
-    pg: Dependency[asyncpg.Pool], order_id: str, signer: str | None
+    pg: Dependency[asyncpg.Pool], order_id: str, signer: str | None, account: str
 ) -> dict[str, Any]:
+    """The account's order with its events; another account's order is 404, as an unknown id."""
     oid = parse_order_id(order_id)
 
     async def read(db: asyncpg.Pool) -> tuple[Row | None, list[dict[str, Any]]]:
         async with db.acquire() as conn:
-            row = await queries.get_order(conn, oid)
+            row = await queries.get_own_order(conn, oid, account)
             return row, [] if row is None else await queries.get_events(conn, oid)
 
     row, evts = await pg.run(read)
@@ -269,13 +315,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_orders(
-    pg: Dependency[asyncpg.Pool], status: str | None, limit: int, cursor: str | None
+    pg: Dependency[asyncpg.Pool],
+    account: str,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
 ) -> dict[str, Any]:
     before = decode_cursor(cursor) if cursor else None
 
     async def read(db: asyncpg.Pool) -> list[Row]:
         async with db.acquire() as conn:
-            return await queries.list_orders(conn, status, limit + 1, before)
+            return await queries.list_orders(conn, account, status, limit + 1, before)
 
     rows = await pg.run(read)
     page = rows[:limit]
@@ -289,10 +339,24 @@ async def list_orders(
     }
 
 
-async def stats(pg: Dependency[asyncpg.Pool], redis: Dependency[ArqRedis]) -> dict[str, Any]:
-    async def counts(db: asyncpg.Pool) -> tuple[dict[str, int], dict[str, int]]:
+async def stats(
+    pg: Dependency[asyncpg.Pool], redis: Dependency[ArqRedis], caller: Caller
+) -> dict[str, Any]:
+    """The caller's account's figures; for `admin`, the engine's too (under `global`)."""
+    account = caller.account
+    engine_wide = caller.can(Scope.ADMIN) and caller.key_id is not None
+
+    Counts = dict[str, int]
+
+    async def counts(db: asyncpg.Pool) -> tuple[Counts, Counts, int, tuple[Counts, Counts] | None]:
         async with db.acquire() as conn:
-            return await queries.count_by_status(conn), await queries.count_by_venue(conn)
+            by_status = await queries.count_by_status(conn, account)
+            by_venue = await queries.count_by_venue(conn, account)
+            runnable = await queries.count_runnable(conn, account)
+            if not engine_wide:
+                return by_status, by_venue, runnable, None
+            everything = await queries.count_by_status(conn), await queries.count_by_venue(conn)
+            return by_status, by_venue, runnable, everything
 
     async def depths(client: ArqRedis) -> list[int]:
         async with client.pipeline(transaction=False) as pipe:
@@ -300,9 +364,20 @@ async def stats(pg: Dependency[asyncpg.Pool], redis: Dependency[ArqRedis]) -> di
             pipe.zcard(keys.QUEUE_NAME)
             return list(await pipe.execute())
 
-    by_status, by_venue = await pg.run(counts)
+    by_status, by_venue, runnable, engine = await pg.run(counts)
+    active = sum(n for status, n in by_status.items() if status not in TERMINAL_STATUSES)
+    own = _figures(active, runnable, by_status, by_venue).model_dump()
+    if engine is None:
+        return Stats(account=account, **own).model_dump(by_alias=True)
     active, queued = await redis.run(depths)
-    return Stats(
+    everything = _figures(active, queued, *engine)
+    return Stats(account=account, global_=everything, **own).model_dump(by_alias=True)
+
+
+def _figures(
+    active: int, queued: int, by_status: dict[str, int], by_venue: dict[str, int]
+) -> StatsFigures:
+    return StatsFigures(
         active_orders=active,
         queued_jobs=queued,
         completed_jobs=by_status.get("confirmed", 0),
@@ -310,7 +385,7 @@ async def stats(pg: Dependency[asyncpg.Pool], redis: Dependency[ArqRedis]) -> di
         total_orders=sum(by_status.values()),
         by_status=by_status,
         by_venue=by_venue,
-    ).model_dump(by_alias=True)
+    )
 
 
 async def quote(
@@ -340,13 +415,14 @@ async def quote(
     }
 
 
-async def cancel_order(res: Resources, order_id: str) -> dict[str, Any]:
-    """Cancel a waiting limit or sniper order; 409 once it is executing or finished."""
+async def cancel_order(res: Resources, order_id: str, account: str) -> dict[str, Any]:
+    """Cancel the account's waiting limit or sniper order; 409 once it is executing or
+    finished, 404 for another account's order as for an unknown id."""
     oid = parse_order_id(order_id)
 
     async def cancel(db: asyncpg.Pool) -> tuple[Row | None, dict[str, Any] | None, str]:
         async with db.acquire() as conn:
-            row = await queries.get_order(conn, oid)
+            row = await queries.get_own_order(conn, oid, account)
             if row is None or row["type"] == "market":
                 return row, None, "" if row is None else str(row["status"])
             event = await queries.transition(
@@ -377,4 +453,17 @@ async def cancel_order(res: Resources, order_id: str) -> dict[str, Any]:
         await res.redis_guard.run(lambda r: triggers.retire(r, row, event))
     except ServiceUnavailable as exc:  # the cancel is committed: see `triggers.retire`
         log.warning("order %s cancelled; its publish failed: %s", oid, exc)
-    return await get_order(res.pg_guard, order_id, res.signer)
+    return await get_order(res.pg_guard, order_id, res.signer, account)
+
+
+async def owns(res: Resources, account: str, order_id: uuid.UUID) -> bool:
+    """Whether the order exists and is the account's (no read for an order accepted here)."""
+    owner = res.owners.get(order_id)
+    if owner is None:
+
+        async def read(db: asyncpg.Pool) -> str | None:
+            async with db.acquire() as conn:
+                return await queries.order_account(conn, order_id)
+
+        owner = await res.pg_guard.run(read)
+    return owner == account

@@ -2,6 +2,7 @@
 # Run postman_collection.json against a running server with newman.
 #
 #   BASE_URL=http://localhost:3000 scripts/newman.sh [extra newman options]
+#   API_KEY=oee_... scripts/newman.sh   # AUTH_MODE=keys: an admin key, sent on every request
 #
 # newman is installed once under .cache/newman (nothing global, no package.json
 # touched); it needs Node.js 18+ and npm.
@@ -28,4 +29,5 @@ if [ ! -x "$NEWMAN_BIN" ]; then
     npm install --no-save --no-audit --no-fund --prefix "$NEWMAN_DIR" newman@6 >&2
 fi
 
-exec "$NEWMAN_BIN" run postman_collection.json --env-var "baseUrl=$BASE_URL" --bail "$@"
+exec "$NEWMAN_BIN" run postman_collection.json --env-var "baseUrl=$BASE_URL" \
+    --env-var "apiKey=${API_KEY:-}" --bail "$@"

@@ -28,6 +28,30 @@ class InvalidJson(EngineError):
     code = "INVALID_JSON"
 
 
+class Unauthorized(EngineError):
+    """No key, a malformed one, or one that is unknown or revoked (never echoed back)."""
+
+    status_code = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(EngineError):
+    status_code = 403
+    code = "FORBIDDEN"
+
+
+class RiskLimit(EngineError):
+    """A pre-trade risk check refused the order; `details` names the limit and its value."""
+
+    status_code = 403
+    code = "RISK_LIMIT"
+
+    def __init__(self, message: str, limit: str, value: object, status_code: int = 403) -> None:
+        super().__init__(message, [{"limit": limit, "value": str(value)}])
+        self.status_code = status_code
+        self.retry_after_s = 1  # sent (Retry-After) with the 429 of the orders-per-second limit
+
+
 class NotFound(EngineError):
     status_code = 404
     code = "NOT_FOUND"

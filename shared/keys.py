@@ -48,3 +48,18 @@ def snipers_key(mint: str) -> str:
 
 
 LIMIT_PAIRS = PREFIX + "waiting:limit-pairs"  # set of "mint_in:mint_out" with waiting limits
+
+
+def ws_token_key(token_hash: str) -> str:
+    """A WebSocket token (one use, 60 s): the caller it stands for, by the token's hash."""
+    return f"{PREFIX}wstoken:{token_hash}"
+
+
+def auth_failures_key(client: str) -> str:
+    """Invalid API keys presented by one client address in the current minute."""
+    return f"{PREFIX}authfail:{client}"
+
+
+def orders_per_s_key(account: str, second: int) -> str:
+    """An account's orders in one second, for its max-orders-per-second risk limit."""
+    return f"{PREFIX}risk:rate:{account}:{second}"

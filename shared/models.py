@@ -295,6 +295,7 @@ def _amount_base_units(token: Token, amount: Decimal) -> int:
 
 class OrderAccepted(CamelModel):
     order_id: str
+    account: str
     status: str
     type: OrderType
     ws_url: str
@@ -304,6 +305,7 @@ class OrderAccepted(CamelModel):
 
 class OrderPublic(CamelModel):
     order_id: str
+    account: str
     type: OrderType
     status: str
     token_in: str
@@ -341,7 +343,7 @@ class OrderList(CamelModel):
     next_cursor: str | None = None
 
 
-class Stats(CamelModel):
+class StatsFigures(CamelModel):
     active_orders: int
     queued_jobs: int
     completed_jobs: int
@@ -349,6 +351,13 @@ class Stats(CamelModel):
     total_orders: int
     by_status: dict[str, int]
     by_venue: dict[str, int]
+
+
+class Stats(StatsFigures):
+    """The caller's account's figures; with an `admin` key, the engine's under `global`."""
+
+    account: str
+    global_: StatsFigures | None = Field(None, alias="global")
 
 
 class ErrorBody(BaseModel):

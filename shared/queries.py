@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shared.apikeys import PUBLIC_ACCOUNT
 from shared.db import Conn
 from shared.models import TERMINAL_STATUSES, NewOrder
 
@@ -40,7 +41,11 @@ ACCEPT_DEADLINE_PASSED = "OE001"
 
 
 async def insert_order(
-    conn: Conn, order_id: uuid.UUID, order: NewOrder, accept_by: datetime | None = None
+    conn: Conn,
+    order_id: uuid.UUID,
+    order: NewOrder,
+    accept_by: datetime | None = None,
+    account: str = PUBLIC_ACCOUNT,
 ) -> tuple[datetime, dict[str, Any]]:
     """Insert the order and its `pending` event (seq 1) in one statement; returns
     (created_at, event). Nothing else comes back: decoding the whole new row is a measurable
@@ -59,8 +64,8 @@ async def insert_order(
         WITH o AS (
             INSERT INTO orders (id, type, payload, status, token_in, token_out, amount_in,
                                 slippage_bps, client_order_id, limit_price, expires_at, max_price,
-                                last_seq, accept_by)
-            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $12, 1, $13)
+                                last_seq, accept_by, account)
+            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $12, 1, $13, $14)
             RETURNING *
         ), e AS (
             INSERT INTO order_events (order_id, seq, status, attempt, at, data)
@@ -82,6 +87,7 @@ async def insert_order(
         event_data,
         order.max_price,
         accept_by,
+        account,
     )
     assert row is not None
     event = event_message(order_id, 1, "pending", 0, row["event_at"], event_data)
@@ -234,6 +240,18 @@ async def get_order(conn: Conn, order_id: uuid.UUID) -> Row | None:
     return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
 
 
+async def get_own_order(conn: Conn, order_id: uuid.UUID, account: str) -> Row | None:
+    """The order if `account` owns it: another account's order is as absent as an unknown one."""
+    return await conn.fetchrow(
+        "SELECT * FROM orders WHERE id = $1 AND account = $2", order_id, account
+    )
+
+
+async def order_account(conn: Conn, order_id: uuid.UUID) -> str | None:
+    account: str | None = await conn.fetchval("SELECT account FROM orders WHERE id = $1", order_id)
+    return account
+
+
 async def last_seqs(conn: Conn, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     """The seq of each order's latest stored event (orders that do not exist are left out)."""
     rows = await conn.fetch(
@@ -257,15 +275,17 @@ async def get_events(conn: Conn, order_id: uuid.UUID, after_seq: int = 0) -> lis
 
 async def list_orders(
     conn: Conn,
+    account: str,
     status: str | None,
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
 ) -> list[Row]:
-    """Newest first; `before` is the (created_at, id) keyset cursor of the previous page."""
+    """An account's orders, newest first; `before` is the (created_at, id) keyset cursor of
+    the previous page."""
     return await conn.fetch(
         """
         SELECT * FROM orders
-        WHERE ($1::text IS NULL OR status = $1)
+        WHERE account = $5 AND ($1::text IS NULL OR status = $1)
           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
         ORDER BY created_at DESC, id DESC
         LIMIT $4
@@ -274,20 +294,51 @@ async def list_orders(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        account,
     )
 
 
-async def count_by_status(conn: Conn) -> dict[str, int]:
-    rows = await conn.fetch("SELECT status, count(*) AS n FROM orders GROUP BY status")
+async def count_by_status(conn: Conn, account: str | None = None) -> dict[str, int]:
+    """Orders per status (of one account, or of all)."""
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM orders WHERE $1::text IS NULL OR account = $1"
+        " GROUP BY status",
+        account,
+    )
     return {r["status"]: r["n"] for r in rows}
 
 
-async def count_by_venue(conn: Conn) -> dict[str, int]:
+async def count_by_venue(conn: Conn, account: str | None = None) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT dex_chosen, count(*) AS n FROM orders"
-        " WHERE status = 'confirmed' AND dex_chosen IS NOT NULL GROUP BY dex_chosen"
+        " WHERE status = 'confirmed' AND dex_chosen IS NOT NULL"
+        " AND ($1::text IS NULL OR account = $1) GROUP BY dex_chosen",
+        account,
     )
     return {r["dex_chosen"]: r["n"] for r in rows}
+
+
+async def count_runnable(conn: Conn, account: str) -> int:
+    """An account's orders waiting for a worker (pending and not waiting on a trigger)."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM orders WHERE account = $1 AND status = 'pending'"
+        " AND (type = 'market' OR triggered_at IS NOT NULL)",
+        account,
+    )
+    return n
+
+
+async def lock_open_orders(conn: Conn, account: str) -> int:
+    """Take the account's open-orders lock for the current transaction, then count its open
+    (non-terminal) orders. The count is a statement of its own, after the lock: its snapshot
+    then includes every order committed by whoever held the lock before (READ COMMITTED)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(7151, hashtext($1))", account)
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM orders WHERE account = $1 AND status <> ALL($2::text[])",
+        account,
+        _TERMINAL,
+    )
+    return n
 
 
 async def record_retry(
@@ -355,29 +406,43 @@ async def due_to_expire(conn: Conn, limit: int = 500) -> list[Row]:
     )
 
 
-async def lock_idempotency_key(conn: Conn, key: str) -> bool:
-    """Take the key for the current transaction; False while another request holds it.
+async def lock_idempotency_key(conn: Conn, account: str, key: str) -> bool:
+    """Take the account's key for the current transaction; False while another request holds it.
 
     Only a request that holds the key creates its order, and the key's row is written in the
-    same transaction as the order, so a key never outlives an order that was not created."""
+    same transaction as the order, so a key never outlives an order that was not created.
+    Keys are per account: two accounts using the same key do not meet."""
     return bool(
-        await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7150))", key)
+        await conn.fetchval(
+            # No account name holds a "/": account/key pairs cannot collide.
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7150))",
+            account,
+            key,
+        )
     )
 
 
-async def idempotency_record(conn: Conn, key: str) -> Row | None:
+async def idempotency_record(conn: Conn, account: str, key: str) -> Row | None:
     return await conn.fetchrow(
-        "SELECT request_hash, response FROM idempotency_keys WHERE key = $1", key
+        "SELECT request_hash, response FROM idempotency_keys WHERE account = $1 AND key = $2",
+        account,
+        key,
     )
 
 
 async def remember_response(
-    conn: Conn, key: str, request_hash: str, order_id: uuid.UUID, response: dict[str, Any]
+    conn: Conn,
+    account: str,
+    key: str,
+    request_hash: str,
+    order_id: uuid.UUID,
+    response: dict[str, Any],
 ) -> None:
     """The response an Idempotency-Key replays, stored with the order it created."""
     await conn.execute(
-        """INSERT INTO idempotency_keys (key, request_hash, order_id, response)
-           VALUES ($1, $2, $3, $4)""",
+        """INSERT INTO idempotency_keys (account, key, request_hash, order_id, response)
+           VALUES ($1, $2, $3, $4, $5)""",
+        account,
         key,
         request_hash,
         order_id,

@@ -1,5 +1,6 @@
 """Configuration for both processes, read from the environment (and `.env`)."""
 
+from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
@@ -56,6 +57,20 @@ class Settings(BaseSettings):
     # replays without reading PostgreSQL (0 = always read; about 3 KB per order, more for
     # an order that was retried).
     ws_replay_orders: int = Field(2048, ge=0)
+
+    # Accounts and keys (README "Accounts and keys"): `open` serves callers without a key as
+    # the built-in `public` account; `keys` needs a key on every /api request and WebSocket.
+    auth_mode: Literal["open", "keys"] = "open"
+    # How long a verified key (and an account's risk limits) is trusted without asking
+    # PostgreSQL again: a revoked key stops working within this time.
+    auth_cache_s: float = Field(10.0, ge=0)
+    # Pre-trade risk limits per account (0 / empty = none); the `accounts` row overrides them.
+    risk_max_notional_usd: Decimal = Field(Decimal(0), ge=0, allow_inf_nan=False)
+    risk_max_open_orders: int = Field(0, ge=0)
+    # Replaces RATE_LIMIT_PER_S (per client address) for callers with a key.
+    risk_max_orders_per_s: int = Field(100, ge=0)
+    # Comma-separated symbols or mints an order may buy or sell (empty = every token).
+    risk_allowed_tokens: str = ""
 
     sim_latency_scale: float = Field(1.0, ge=0)
     sim_seed: int | None = None

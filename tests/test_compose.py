@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from app.cli import build_parser
+
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_SERVICES = {"api": "python -m app", "worker": "python -m worker"}
 STATUS_ASSERTION = re.compile(r"pm\.response\.to\.have\.status\((\d{3})\)")
@@ -155,6 +157,25 @@ def test_redis_persists_with_append_only_file(compose: dict[str, Any]) -> None:
     assert "--appendonly yes" in _command(compose["services"]["redis"])
 
 
+def test_api_runs_in_keys_mode(compose: dict[str, Any]) -> None:
+    assert _environment(compose["services"]["api"])["AUTH_MODE"] == "keys"
+
+
+def test_compose_file_says_how_to_make_the_first_admin_key() -> None:
+    """The documented command is the CLI's real syntax, run in the api service."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    commands = [
+        shlex.split(line.lstrip("# "))
+        for line in text.splitlines()
+        if line.startswith("#") and "python -m app keys create" in line
+    ]
+    assert len(commands) == 1, commands
+    argv = commands[0]
+    assert argv[:4] == ["docker", "compose", "exec", "api"]
+    args = build_parser().parse_args(argv[argv.index("-m") + 2 :])
+    assert (args.group, args.action, args.scope) == ("keys", "create", ["admin"])
+
+
 # -- Dockerfile and .dockerignore --------------------------------------------------------
 
 
@@ -192,6 +213,7 @@ def test_collection_is_v21_with_base_url_variable(collection: dict[str, Any]) ->
         "Errors",
         "Market",
         "System",
+        "Accounts and keys",
     ]
 
 
@@ -242,6 +264,41 @@ def test_idempotent_retry_reuses_a_key_made_before_the_first_submission(
     assert keyed[0]["request"]["body"]["raw"] == keyed[1]["request"]["body"]["raw"]
     assert keyed[2]["request"]["body"]["raw"] != keyed[0]["request"]["body"]["raw"]
     assert STATUS_ASSERTION.findall(_script(keyed[2], "test")) == ["422"]
+
+
+def test_api_key_variable_is_sent_unless_a_request_names_its_own(
+    collection: dict[str, Any],
+) -> None:
+    variables = {v["key"]: v["value"] for v in collection["variable"]}
+    assert variables["apiKey"] == ""  # open mode: no key unless one is given
+    prerequest = "\n".join(
+        "\n".join(e["script"]["exec"]) for e in collection["event"] if e["listen"] == "prerequest"
+    )
+    assert 'pm.variables.get("apiKey")' in prerequest
+    assert '"Bearer " + apiKey' in prerequest
+
+
+def test_accounts_folder_covers_401_403_isolation_and_risk_limit(
+    collection: dict[str, Any],
+) -> None:
+    requests = _requests(collection["item"])
+    items = [item for folder, item in requests if folder == "Accounts and keys"]
+    codes: dict[str, list[str]] = {}
+    for item in items:
+        tests = _script(item, "test")
+        for status in STATUS_ASSERTION.findall(tests):
+            codes.setdefault(status, []).append(item["name"])
+        if "body.code" in tests:
+            assert "body.error" in tests, item["name"]
+    assert {"401", "403", "404", "201"} <= set(codes), codes
+    tests = "\n".join(_script(item, "test") for item in items)
+    for machine in ("UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "RISK_LIMIT"):
+        assert f'.to.eql("{machine}")' in tests, machine
+    assert "WWW-Authenticate" in tests
+    # isolation: account B asks for the order account A made
+    isolation = [item for item in items if "{{isolatedOrderId}}" in item["request"]["url"]["raw"]]
+    headers = {h["value"] for item in isolation for h in item["request"]["header"]}
+    assert {"Bearer {{keyA}}", "Bearer {{keyB}}"} <= headers
 
 
 def test_newman_script_targets_base_url_and_bails() -> None:

@@ -4,7 +4,8 @@ and no request the schema calls valid may be refused as malformed (400): the sch
 validation agree.
 
 The server is a live `make_stack()` uvicorn on the test's event loop, so schemathesis (which is
-synchronous) runs in a worker thread while the loop keeps serving."""
+synchronous) runs in a worker thread while the loop keeps serving. It runs in both AUTH_MODEs:
+`open` with no key, and `keys` with an admin key on every request."""
 
 import asyncio
 import os
@@ -13,8 +14,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import hypothesis
 import hypothesis.errors
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
@@ -24,6 +27,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.result import Err
 from solders.pubkey import Pubkey
 
+from shared import apikeys
 from shared.grammar import PUBKEY_FORMAT
 from tests.conftest import StackFactory
 
@@ -56,7 +60,11 @@ class Tally:
 
 
 def _fuzz_operation(
-    operation: Any, mode: GenerationMode, base_url: str, tally: Tally
+    operation: Any,
+    mode: GenerationMode,
+    base_url: str,
+    headers: dict[str, str],
+    tally: Tally,
 ) -> str | None:
     """Run one operation's examples; the failure (after shrinking) as text, or None."""
     session = requests.Session()
@@ -71,7 +79,7 @@ def _fuzz_operation(
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:  # a schemathesis.Case
-        response = case.call(base_url=base_url, session=session, timeout=10)
+        response = case.call(base_url=base_url, session=session, headers=headers, timeout=10)
         tally.add(mode, response.status_code)
         case.validate_response(response, checks=CHECKS)
         if mode is GenerationMode.POSITIVE:  # schema-valid: never refused as malformed
@@ -91,7 +99,7 @@ def _fuzz_operation(
     return None
 
 
-def _fuzz(base_url: str, tally: Tally) -> tuple[list[str], list[str]]:
+def _fuzz(base_url: str, headers: dict[str, str], tally: Tally) -> tuple[list[str], list[str]]:
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     labels, failures = [], []
     for result in schema.get_all_operations():
@@ -99,19 +107,26 @@ def _fuzz(base_url: str, tally: Tally) -> tuple[list[str], list[str]]:
         operation = result.ok()
         labels.append(operation.label)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            failure = _fuzz_operation(operation, mode, base_url, tally)
+            failure = _fuzz_operation(operation, mode, base_url, headers, tally)
             if failure is not None:
                 failures.append(failure)
     return labels, failures
 
 
+@pytest.mark.parametrize("auth_mode", ["open", "keys"])
 async def test_no_server_errors_and_every_response_matches_the_schema(
-    make_stack: StackFactory,
+    make_stack: StackFactory, db: asyncpg.Connection, auth_mode: str
 ) -> None:
-    stack = await make_stack(workers=1)
+    stack = await make_stack(workers=1, auth_mode=auth_mode)
+    headers = {}
+    if auth_mode == "keys":
+        admin = await apikeys.create_key(db, "fuzz", [apikeys.Scope.ADMIN])
+        headers = {"Authorization": f"Bearer {admin.key}"}
+        refused = await stack.http.get("/api/orders")
+        assert refused.status_code == 401  # the key is what lets the run through
     tally = Tally()
-    labels, failures = await asyncio.to_thread(_fuzz, stack.base_url, tally)
-    print(f"schemathesis: {tally.cases()} cases, {tally.server_errors()} 5xx")
+    labels, failures = await asyncio.to_thread(_fuzz, stack.base_url, headers, tally)
+    print(f"schemathesis ({auth_mode}): {tally.cases()} cases, {tally.server_errors()} 5xx")
     print("by (mode, status):", dict(sorted(tally.statuses.items())))
     # The run covered the API (the WebSocket route is not an OpenAPI operation).
     assert {
@@ -122,6 +137,11 @@ async def test_no_server_errors_and_every_response_matches_the_schema(
         "GET /api/quotes",
         "GET /health",
         "POST /api/sim/launches",
+        "POST /api/admin/keys",
+        "GET /api/admin/keys",
+        "DELETE /api/admin/keys/{key_id}",
+        "PUT /api/admin/accounts/{account}/limits",
+        "POST /api/ws-tokens",
     } <= set(labels), labels
     assert not failures, "\n\n".join(failures)
     assert tally.server_errors() == 0

@@ -9,8 +9,11 @@ from fastapi.responses import Response
 from starlette.requests import HTTPConnection
 
 from app import service
+from app.auth import require
+from app.callers import SECURITY, Reader, Trader
 from app.deps import EXECUTE_PATH, Res, Resources, ws_base
 from app.errors import ERROR_RESPONSES, json_response
+from shared.apikeys import Scope
 from shared.errors import InvalidJson, InvalidOrder, PayloadTooLarge, UnsupportedMediaType
 from shared.grammar import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_PATTERN, order_schema
 from shared.models import OrderAccepted, OrderDetail, OrderList, Status, validate_order
@@ -145,6 +148,7 @@ _LIMIT = "^(?:[1-9][0-9]?|1[0-9]{2}|200)$"  # 1-200 in plain digits (int() reads
     responses=ERROR_RESPONSES,
     summary="Submit an order; follow it on the WebSocket at `wsUrl`",
     openapi_extra={
+        "security": SECURITY,
         "parameters": [_IDEMPOTENCY_HEADER],
         "requestBody": {
             "required": True,
@@ -157,25 +161,29 @@ async def execute_order(request: Request) -> Response:
     # response model to validate on the way out (the body is built by `service`, to the
     # documented OrderAccepted shape, and tested as such).
     res: Resources = request.app.state.resources
+    caller = require(await res.auth.from_headers(request), Scope.TRADE)
     key = idempotency_key(request)
     order = validate_order(await read_json_body(request))
-    accepted = await service.accept_order(res, order, client_key(request), ws_base(request), key)
+    accepted = await service.accept_order(
+        res, order, caller, client_key(request), ws_base(request), key
+    )
     return json_response(accepted)
 
 
 @router.get("/orders", response_model=OrderList, responses=ERROR_RESPONSES)
 async def list_orders(
     res: Res,
+    caller: Reader,
     status: Status | None = None,
     limit: Annotated[str, Query(pattern=_LIMIT, description="1-200")] = "50",
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> dict[str, Any]:
-    return await service.list_orders(res.pg_guard, status, int(limit), cursor)
+    return await service.list_orders(res.pg_guard, caller.account, status, int(limit), cursor)
 
 
 @router.get("/orders/{order_id}", response_model=OrderDetail, responses=ERROR_RESPONSES)
-async def get_order(order_id: str, res: Res) -> dict[str, Any]:
-    return await service.get_order(res.pg_guard, order_id, res.signer)
+async def get_order(order_id: str, res: Res, caller: Reader) -> dict[str, Any]:
+    return await service.get_order(res.pg_guard, order_id, res.signer, caller.account)
 
 
 @router.delete(
@@ -190,5 +198,5 @@ async def get_order(order_id: str, res: Res) -> dict[str, Any]:
     responses=ERROR_RESPONSES,
     summary="Cancel a waiting limit or sniper order (same as DELETE)",
 )
-async def cancel_order(order_id: str, res: Res) -> dict[str, Any]:
-    return await service.cancel_order(res, order_id)
+async def cancel_order(order_id: str, res: Res, caller: Trader) -> dict[str, Any]:
+    return await service.cancel_order(res, order_id, caller.account)

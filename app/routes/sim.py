@@ -3,14 +3,16 @@
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import Field, PlainValidator, ValidationError, WithJsonSchema
 from solders.pubkey import Pubkey
 
+from app.callers import needs
 from app.deps import Res
 from app.errors import ERROR_RESPONSES
 from app.routes.orders import check_json_content_type, parse_json, read_body
 from shared import triggers
+from shared.apikeys import Scope
 from shared.errors import Conflict, InvalidJson, InvalidOrder
 from shared.grammar import (
     LAUNCH_LIQUIDITY_DIGITS,
@@ -26,7 +28,10 @@ from shared.models import CamelModel, Text, positive_decimal, pydantic_details
 from shared.numbers import dec_str, decimal_places
 from shared.sim import launches
 
-router = APIRouter(prefix="/api/sim", tags=["simulation"])
+# Every simulation control needs `admin` (anonymous callers may use them in AUTH_MODE=open).
+router = APIRouter(
+    prefix="/api/sim", tags=["simulation"], dependencies=[Depends(needs(Scope.ADMIN, sim=True))]
+)
 
 
 def _bounded(value: object, places: int, at_least: Decimal, below: Decimal) -> Decimal:

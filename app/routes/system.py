@@ -4,13 +4,15 @@ import asyncio
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from app import service
+from app.callers import Reader, needs
 from app.deps import Res
 from app.errors import ERROR_RESPONSES, json_response
 from app.outages import Dependency
+from shared.apikeys import Scope
 from shared.errors import InvalidOrder, NoRoute
 from shared.grammar import MAX_TEXT, amount_digits, positive_decimal_pattern, token_pattern
 from shared.market.tokens import TOKENS
@@ -57,8 +59,8 @@ def _well_formed(token_in: str, token_out: str, amount_in: str, slippage_bps: st
 
 
 @router.get("/api/stats", response_model=Stats, responses=ERROR_RESPONSES)
-async def stats(res: Res) -> dict[str, Any]:
-    return await service.stats(res.pg_guard, res.redis_guard)
+async def stats(res: Res, caller: Reader) -> dict[str, Any]:
+    return await service.stats(res.pg_guard, res.redis_guard, caller)
 
 
 @router.get(
@@ -68,6 +70,7 @@ async def stats(res: Res) -> dict[str, Any]:
     description="Each parameter is checked on its own (400 when one is malformed); a "
     "well-formed request the market cannot serve (a pair no pool trades, an amount finer "
     "than tokenIn's decimals, or one no venue can fill) is 422 `NO_ROUTE`.",
+    dependencies=[Depends(needs(Scope.READ))],
 )
 async def quotes(
     res: Res,

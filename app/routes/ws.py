@@ -11,10 +11,18 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app import service
+from app.callers import websocket_caller
 from app.deps import EXECUTE_PATH, Resources, get_resources, ws_base
 from app.routes.orders import MAX_BODY_BYTES, client_key, parse_json
-from app.stream import CLOSE_GOING_AWAY, CLOSE_NOT_FOUND, OrderStream, prepared_writer
-from shared.errors import EngineError, PayloadTooLarge
+from app.stream import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NOT_FOUND,
+    CLOSE_TRY_AGAIN,
+    OrderStream,
+    prepared_writer,
+)
+from shared.apikeys import Caller, Scope
+from shared.errors import EngineError, PayloadTooLarge, ServiceUnavailable
 from shared.models import validate_order
 
 router = APIRouter()
@@ -33,16 +41,21 @@ async def order_socket(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
         return
     params = websocket.query_params
+    # Checked in the handler: the socket must be open for its close code to reach the client.
+    needed = Scope.READ if "orderId" in params else Scope.TRADE
+    caller = await websocket_caller(websocket, res, needed)
+    if caller is None:
+        return
+    after_seq = _after_seq(params.get("afterSeq", "0"))
+    if after_seq is None:  # refused before anything is read or written
+        await websocket.close(CLOSE_INVALID_ORDER, "afterSeq: a whole number of events")
+        return
     try:
         if "orderId" in params:
-            order_id = await _existing_order(websocket, res, params["orderId"])
+            order_id = await _existing_order(websocket, res, params["orderId"], caller.account)
         else:
-            order_id = await _submitted_order(websocket, res)
+            order_id = await _submitted_order(websocket, res, caller)
         if order_id is None:
-            return
-        after_seq = _after_seq(params.get("afterSeq", "0"))
-        if after_seq is None:
-            await websocket.close(CLOSE_INVALID_ORDER, "afterSeq: a whole number of events")
             return
         stream = OrderStream(
             websocket,
@@ -63,27 +76,36 @@ def _after_seq(raw: str) -> int | None:
     return int(raw) if _AFTER_SEQ.fullmatch(raw) else None
 
 
-async def _existing_order(ws: WebSocket, res: Resources, raw_id: str) -> uuid.UUID | None:
-    """The id to follow; whether the order exists is settled by the first history read."""
+async def _existing_order(
+    ws: WebSocket, res: Resources, raw_id: str, account: str
+) -> uuid.UUID | None:
+    """The id to follow, if the order is the account's: another account's order is closed
+    4404 exactly as an unknown one."""
     try:
-        return uuid.UUID(raw_id)
+        order_id = uuid.UUID(raw_id)
+        if await service.owns(res, account, order_id):
+            return order_id
     except ValueError:
-        await _not_found(ws, raw_id)
+        pass
+    except ServiceUnavailable as err:
+        await ws.close(CLOSE_TRY_AGAIN, err.message[:120])
         return None
+    await _not_found(ws, raw_id)
+    return None
 
 
 async def _not_found(ws: WebSocket, raw_id: str) -> None:
     await ws.close(CLOSE_NOT_FOUND, f"order {raw_id[:64]} not found")
 
 
-async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
+async def _submitted_order(ws: WebSocket, res: Resources, caller: Caller) -> uuid.UUID | None:
     """Submit-over-the-socket: the first message is the order, answered with `accepted`."""
     try:
         raw = await asyncio.wait_for(_first_message(ws), SUBMIT_TIMEOUT_S)
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"order message over {MAX_BODY_BYTES} bytes")
         order = validate_order(parse_json(raw))
-        accepted = await service.accept_order(res, order, client_key(ws), ws_base(ws), None)
+        accepted = await service.accept_order(res, order, caller, client_key(ws), ws_base(ws), None)
     except TimeoutError:
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
         return None
