@@ -1,14 +1,14 @@
 """Key management (`/api/admin/keys`, `admin` scope in every AUTH_MODE), account risk limits
 (`/api/admin/accounts/{name}/limits`), and short-lived WebSocket tokens (`/api/ws-tokens`)."""
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Path, Query
-from pydantic import Field, StrictInt, StrictStr
+from pydantic import Field, PlainValidator, StrictStr, WithJsonSchema
 
 from app.auth import WS_TOKEN_TTL_S
 from app.callers import Admin, Reader
@@ -19,8 +19,9 @@ from shared import apikeys
 from shared.apikeys import ACCOUNT_PATTERN, MAX_KEY_NAME, Scope
 from shared.db import Conn
 from shared.errors import InvalidOrder, NotFound
-from shared.market.tokens import resolve_token
-from shared.models import CamelModel
+from shared.grammar import token_pattern
+from shared.market.tokens import TOKENS, resolve_token
+from shared.models import CamelModel, integral
 from shared.numbers import dec_str
 
 router = APIRouter(prefix="/api", tags=["accounts and keys"], responses=ERROR_RESPONSES)
@@ -54,16 +55,74 @@ class KeyList(CamelModel):
     keys: list[KeyInfo]
 
 
+MAX_USD = 10**15
+MAX_COUNT = 10**6
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,14}", re.ASCII)
+
+
+def _whole(value: object, limit: int, digits_ok: bool = False) -> int | None:
+    """`value` as a whole number from 0 to `limit`, else None. A JSON integer, 60.0 included
+    (FastAPI decodes it as a float), and with `digits_ok` a string of digits."""
+    number = integral(value)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    elif digits_ok and isinstance(number, str) and _DIGITS.fullmatch(number):
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= limit:
+        return None
+    return number
+
+
+def _usd(value: object) -> int:
+    number = _whole(value, MAX_USD, digits_ok=True)
+    if number is None:
+        raise ValueError("whole US dollars from 0 to 10^15, as a number or a string of digits")
+    return number
+
+
+def _count(value: object) -> int:
+    number = _whole(value, MAX_COUNT)
+    if number is None:
+        raise ValueError(f"a whole number from 0 to {MAX_COUNT}")
+    return number
+
+
+WholeUsd = Annotated[
+    int,
+    PlainValidator(_usd),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_USD},
+                {"type": "string", "pattern": f"^(?:{_DIGITS.pattern})$"},
+            ],
+            "description": "whole USD",
+        }
+    ),
+]
+Count = Annotated[
+    int,
+    PlainValidator(_count),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_COUNT}),
+]
+
+# A listed token's symbol (any ASCII case) or mint: the schema's pattern is exactly what
+# `token_mints` resolves.
+ListedToken = Annotated[
+    StrictStr, Field(max_length=64, json_schema_extra={"pattern": token_pattern(list(TOKENS))})
+]
+
+
 class AccountLimitsBody(CamelModel):
     """Risk-limit overrides: a field left out keeps its value, null returns to the default,
     0 means no limit."""
 
     model_config = CamelModel.model_config | {"extra": "forbid"}
 
-    max_notional_usd: Decimal | None = Field(None, ge=0, le=10**15, allow_inf_nan=False)
-    max_open_orders: StrictInt | None = Field(None, ge=0, le=10**6)
-    max_orders_per_s: StrictInt | None = Field(None, ge=0, le=10**6)
-    allowed_tokens: list[Annotated[StrictStr, Field(max_length=64)]] | None = Field(
+    max_notional_usd: WholeUsd | None = None
+    max_open_orders: Count | None = None
+    max_orders_per_s: Count | None = None
+    allowed_tokens: list[ListedToken] | None = Field(
         None, max_length=100, description="symbols or mints; null = every token"
     )
 

@@ -52,7 +52,9 @@ async def order_socket(websocket: WebSocket) -> None:
         return
     try:
         if "orderId" in params:
-            order_id = await _existing_order(websocket, res, params["orderId"], caller.account)
+            order_id = await _existing_order(
+                websocket, res, params["orderId"], caller.account, after_seq
+            )
         else:
             order_id = await _submitted_order(websocket, res, caller)
         if order_id is None:
@@ -77,10 +79,11 @@ def _after_seq(raw: str) -> int | None:
 
 
 async def _existing_order(
-    ws: WebSocket, res: Resources, raw_id: str, account: str
+    ws: WebSocket, res: Resources, raw_id: str, account: str, after_seq: int
 ) -> uuid.UUID | None:
     """The id to follow, if the order is the account's: another account's order is closed
-    4404 exactly as an unknown one."""
+    4404 exactly as an unknown one (1013 with the afterSeq to resume from, when PostgreSQL
+    cannot say)."""
     try:
         order_id = uuid.UUID(raw_id)
         if await service.owns(res, account, order_id):
@@ -88,7 +91,7 @@ async def _existing_order(
     except ValueError:
         pass
     except ServiceUnavailable as err:
-        await ws.close(CLOSE_TRY_AGAIN, err.message[:120])
+        await ws.close(CLOSE_TRY_AGAIN, f"{err.message[:60]}; reconnect with afterSeq={after_seq}")
         return None
     await _not_found(ws, raw_id)
     return None
