@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from app.admission import Admission
 from app.hub import EventHub
 from app.outages import Dependency
+from shared.metrics import ApiMetrics
 from shared.settings import Settings
 from shared.sim.market import Market
 
@@ -27,6 +28,7 @@ class Resources:
     # The same servers behind a deadline and a breaker (`app.outages`): what requests use.
     pg_guard: Dependency[asyncpg.Pool]
     redis_guard: Dependency[ArqRedis]
+    metrics: ApiMetrics
 
 
 async def get_resources(conn: HTTPConnection) -> Resources:

@@ -15,11 +15,13 @@ from app.deps import Resources
 from app.errors import install_error_handlers
 from app.fastlane import EngineApp
 from app.hub import EventHub
+from app.observe import RequestMiddleware
 from app.outages import POSTGRESQL, REDIS, Dependency
-from app.routes import orders, sim, system, ws
+from app.routes import ops, orders, sim, system, ws
 from shared import db as database
 from shared import queries
 from shared.heap import freeze_startup_heap
+from shared.metrics import ApiMetrics
 from shared.settings import Settings, get_settings
 from shared.sim.market import Market
 from shared.sim.wallet import load_keypair
@@ -89,9 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources.push_async_callback(pg_guard.close)
             redis_guard = Dependency(REDIS, redis, settings.redis_timeout_s, _ping)
             resources.push_async_callback(redis_guard.close)
+            metrics = ApiMetrics(settings.metrics_enabled)
+            metrics.watch(lambda: hub.subscribers, lambda: (pg_guard, redis_guard))
+            app.state.metrics = metrics
             app.state.resources = Resources(
-                settings, pool, redis, hub, market, admission, signer, pg_guard, redis_guard
-            )
+                settings, pool, redis, hub, market, admission, signer, pg_guard, redis_guard,
+                metrics,
+            )  # fmt: skip
             freeze_startup_heap()
             log.info("API ready on port %d", settings.port)
             yield
@@ -103,8 +109,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Request ids and per-route timing for every request. Any middleware closes
+    # `app.fastlane`'s lane, so the two order requests go through FastAPI's routing too.
+    app.add_middleware(RequestMiddleware)
     app.include_router(orders.router)
     app.include_router(ws.router)
     app.include_router(system.router)
     app.include_router(sim.router)
+    app.include_router(ops.router)
     return app

@@ -26,6 +26,7 @@ from shared.errors import (
     OutcomeUnknown,
     ServiceUnavailable,
 )
+from shared.logs import REQUEST_ID
 from shared.market.routing import choose_route
 from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
 from shared.models import NewOrder, OrderDetail, OrderPublic, Stats
@@ -80,6 +81,7 @@ async def accept_order(
             event["orderId"],
             exc,
         )
+    res.metrics.submitted(order.type)
     return response
 
 
@@ -138,7 +140,7 @@ async def _queue(db: asyncpg.Pool, redis: ArqRedis, order: NewOrder, event: dict
     waiting index (a sniper whose token launched meanwhile fires at once)."""
     order_id = uuid.UUID(event["orderId"])
     if order.type == "market":
-        await enqueue_order(redis, order_id, first_event=event)
+        await enqueue_order(redis, order_id, first_event=event, request_id=REQUEST_ID.get())
         return
     await events.publish(redis, event)
     await triggers.index_waiting(
@@ -369,6 +371,7 @@ async def cancel_order(res: Resources, order_id: str) -> dict[str, Any]:
             + ("" if row["type"] != "market" else " (market orders execute at once)"),
             [{"status": current}],
         )
+    res.metrics.cancelled()
     try:
         await res.redis_guard.run(lambda r: triggers.retire(r, row, event))
     except ServiceUnavailable as exc:  # the cancel is committed: see `triggers.retire`

@@ -43,15 +43,20 @@ async def enqueue_order(
     order_id: uuid.UUID | str,
     defer_s: float = 0,
     first_event: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> bool:
     """Queue the order's job; its id is the order id, so duplicates collapse. False if queued.
 
     With `first_event` (the order's `pending` event), publish it in the same round trip.
+    `request_id` (the request that created the order) goes with the job, for the worker's logs.
     """
     job_id = str(order_id)
     now_ms = int(time.time() * 1000)
     score = now_ms + int(defer_s * 1000)
-    job = serialize_job(EXECUTE_ORDER, (job_id,), {}, None, now_ms, serializer=redis.job_serializer)
+    kwargs = {} if request_id is None else {"request_id": request_id}
+    job = serialize_job(
+        EXECUTE_ORDER, (job_id,), kwargs, None, now_ms, serializer=redis.job_serializer
+    )
     queued = await _ENQUEUE_SCRIPT(
         keys=[
             job_key_prefix + job_id,

@@ -6,6 +6,7 @@ import asyncpg
 from arq.connections import ArqRedis
 from solders.keypair import Keypair
 
+from shared.metrics import WorkerMetrics
 from shared.settings import Settings
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
@@ -21,3 +22,4 @@ class Engine:
     cluster: Cluster
     keypair: Keypair
     writes: Writes
+    metrics: WorkerMetrics

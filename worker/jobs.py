@@ -12,6 +12,7 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.logs import ORDER_ID, REQUEST_ID
 from worker.engine import Engine
 from worker.pipeline import RetryLater, run_order
 
@@ -47,11 +48,19 @@ async def job_lease(redis: Redis, job_id: str, lease_s: float) -> AsyncIterator[
             await task
 
 
-async def execute_order(ctx: dict[str, Any], order_id: str) -> str:
-    """Run one order; a transient failure re-queues it with backoff through arq's `Retry`."""
+async def execute_order(ctx: dict[str, Any], order_id: str, request_id: str | None = None) -> str:
+    """Run one order; a transient failure re-queues it with backoff through arq's `Retry`.
+
+    `request_id`: the request that created the order, for the log lines of this job."""
     engine: Engine = ctx["engine"]
-    async with job_lease(ctx["redis"], ctx["job_id"], engine.settings.job_lease_s):
-        outcome = await run_order(engine, uuid.UUID(order_id))
+    ORDER_ID.set(order_id)  # each job runs in a task of its own: these stay with this order
+    REQUEST_ID.set(request_id)
+    engine.metrics.job_started()
+    try:
+        async with job_lease(ctx["redis"], ctx["job_id"], engine.settings.job_lease_s):
+            outcome = await run_order(engine, uuid.UUID(order_id))
+    finally:
+        engine.metrics.job_ended()
     if isinstance(outcome, RetryLater):
         raise Retry(defer=outcome.delay_s)
     return outcome

@@ -42,7 +42,7 @@ async def run_market_loop(engine: Engine) -> None:
                     next_tick = time.monotonic() + tick_s
                     await engine.market.tick()
                 await triggers.check_limits(engine.db, engine.redis, engine.market)
-                await triggers.expire_due(engine.db, engine.redis)
+                engine.metrics.expired(await triggers.expire_due(engine.db, engine.redis))
         except RedisError as exc:
             log.warning("market loop: Redis unavailable: %s", exc)
         except Exception:  # ticks and triggers must outlive any single failure

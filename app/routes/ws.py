@@ -79,6 +79,7 @@ async def _submitted_order(ws: WebSocket, res: Resources) -> uuid.UUID | None:
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
         return None
     except EngineError as err:
+        res.metrics.rejected(err.code)
         await ws.send_bytes(orjson.dumps({"type": "error", **err.body()}))
         await ws.close(CLOSE_INVALID_ORDER, err.message[:120])
         return None
@@ -113,6 +114,7 @@ async def _follow(ws: WebSocket, res: Resources, order_id: uuid.UUID, after_seq:
                 too_slow = exc
             elif exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
                 raise exc
+    res.metrics.socket_closed(max(sub.last - after_seq, 0), too_slow is not None)
     if too_slow is not None:  # the subscription is released already; now say why, briefly
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_GRACE_S):  # a stalled reader may never take it
