@@ -43,7 +43,7 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 async def worker_metrics_url(worker: OrderWorker) -> str:
     """The worker's endpoint, once its `on_startup` has opened it."""
     async with asyncio.timeout(30):
-        while "metrics_server" not in worker.ctx:
+        while "metrics_server" not in worker.ctx:  # noqa: ASYNC110 (arq offers no event)
             await asyncio.sleep(0.01)  # sleep-ok: polling the worker's own started flag
     return f"http://127.0.0.1:{worker.ctx['metrics_server'].port}/metrics"
 
@@ -56,7 +56,9 @@ async def scrape(url: str) -> Samples:
     return parse(response.text)
 
 
-async def scrape_until(url: str, ready: Callable[[Samples], bool], timeout_s: float = 10) -> Samples:
+async def scrape_until(
+    url: str, ready: Callable[[Samples], bool], timeout_s: float = 10
+) -> Samples:
     """Scrape until `ready` holds: a counter moves just after the event a client saw."""
     async with asyncio.timeout(timeout_s):
         while True:
@@ -210,9 +212,7 @@ async def test_request_id_travels_from_the_request_to_the_workers_log_lines(
     order_id = response.json()["orderId"]
     assert (await follow(response.json()["wsUrl"]))[-1]["status"] == "failed"
 
-    worker_lines = [
-        line for line in _lines(json_logs) if line["logger"] == "worker.pipeline"
-    ]
+    worker_lines = [line for line in _lines(json_logs) if line["logger"] == "worker.pipeline"]
     about_order = [line for line in worker_lines if order_id in line["msg"]]
     # routing (attempt 1), retry, routing (attempt 2), failed
     assert len(about_order) >= 4, worker_lines
