@@ -17,6 +17,7 @@ from shared.logs import JsonFormatter
 from shared.metrics import STAGES
 from tests.conftest import Stack, StackFactory
 from tests.helpers import follow, wait_terminal
+from tests.test_compose import DASHBOARD, promql_metrics
 from worker.claim import OrderWorker
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -239,3 +240,37 @@ async def test_request_ids_are_generated_when_absent_or_unsafe(stack: Stack) -> 
         "X-Request-ID": "bad-body", "Content-Type": "application/json"})  # fmt: skip
     assert refused.status_code == 400
     assert refused.headers["x-request-id"] == "bad-body"
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every series name a scrape offers, whether or not a labelled metric has samples yet."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ())}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+async def test_every_dashboard_query_reads_a_metric_the_engine_exposes(stack: Stack) -> None:
+    await wait_terminal(stack.http, (await stack.submit(MARKET))["orderId"])
+    worker_url = await worker_metrics_url(stack._workers[0][0])
+    async with httpx.AsyncClient(timeout=10) as client:
+        api_text = (await client.get(f"{stack.base_url}/metrics")).text
+        worker_text = (await client.get(worker_url)).text
+    exposed = exposed_names(api_text) | exposed_names(worker_text)
+    dashboard = orjson.loads(DASHBOARD.read_bytes())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            missing = promql_metrics(target["expr"]) - exposed
+            assert not missing, (panel["title"], missing)
+    # and the issue's list, by its names
+    for name in (
+        "orders_submitted_total", "orders_rejected_total", "orders_finished_total",
+        "order_stage_seconds_bucket", "order_latency_seconds_bucket", "order_retries_total",
+        "jobs_in_progress", "queue_depth", "websocket_connections", "websocket_events_sent_total",
+        "websocket_slow_closes_total", "http_request_duration_seconds_bucket",
+        "dependency_errors_total", "dependency_up", "venue_price", "venue_gap_ratio",
+    ):  # fmt: skip
+        assert name in exposed, name
