@@ -26,7 +26,7 @@ from shared.errors import (
     OutcomeUnknown,
     ServiceUnavailable,
 )
-from shared.logs import REQUEST_ID
+from shared.logs import ORDER_ID, REQUEST_ID
 from shared.market.routing import choose_route
 from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
 from shared.models import NewOrder, OrderDetail, OrderPublic, Stats
@@ -73,6 +73,7 @@ async def accept_order(
     if event is None:  # an Idempotency-Key replay: the original response, nothing new
         return response
     res.hub.remember(event)  # before anything awaits: no event can come in between
+    ORDER_ID.set(event["orderId"])  # this request's later log lines are about this order
     try:
         await res.redis_guard.run(lambda r: _queue(res.db, r, order, event))
     except (ServiceUnavailable, RedisError) as exc:

@@ -93,6 +93,7 @@ def run(workers: int) -> int:
             f"workers    {workers} x concurrency {settings.worker_concurrency}, "
             f"latency scale {settings.sim_latency_scale}"
         )
+        say(f"metrics    {base}/metrics; workers from :{settings.worker_metrics_port} up (logged)")
         say("try it     make demo  (or .venv/bin/python demo.py); Ctrl-C here stops all")
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.2)

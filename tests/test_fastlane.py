@@ -33,6 +33,9 @@ Seen = list[tuple[str, str]]  # (method, or "WS"; path)
 
 
 def both_lanes(app: FastAPI, seen: Seen) -> ASGIApp:
+    # The app's own middleware (`app.observe`) closes the lane; these tests compare the lane
+    # with the router, so they take it out (the request middleware has tests of its own).
+    app.user_middleware.clear()
     build = app.build_middleware_stack
 
     def recording_stack() -> ASGIApp:  # FastAPI builds its stack at the first request
@@ -180,8 +183,9 @@ async def test_what_the_lane_cannot_reproduce_closes_it(
     seen: Seen = []
 
     def serve(app: FastAPI) -> ASGIApp:
+        lanes = both_lanes(app, seen)
         close(app)
-        return both_lanes(app, seen)
+        return lanes
 
     api = await make_stack(workers=0, serve=serve)
     assert (await api.http.post(EXECUTE, json=ORDER)).status_code == 200
@@ -197,3 +201,20 @@ async def test_other_methods_on_the_path_still_go_through_fastapi(api: Stack) ->
         assert fast.status_code == routed.status_code == 405, fast.text
         assert fast.json() == routed.json()
         assert fast.json()["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_the_apps_request_middleware_closes_the_lane(
+    make_stack: StackFactory, seen: Seen
+) -> None:
+    """As served (`app.observe.RequestMiddleware` added), both requests go through FastAPI."""
+
+    def serve(app: FastAPI) -> ASGIApp:
+        middleware = list(app.user_middleware)
+        lanes = both_lanes(app, seen)
+        app.user_middleware[:] = middleware
+        return lanes
+
+    api = await make_stack(workers=0, serve=serve)
+    assert (await api.http.post(EXECUTE, json=ORDER)).status_code == 200
+    await _socket(api, f"orderId={uuid.uuid4()}", {})
+    assert seen == [("POST", EXECUTE), ("WS", EXECUTE)]

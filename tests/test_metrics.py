@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.logs import JsonFormatter
 from shared.metrics import STAGES
-from tests.conftest import Stack, StackFactory
+from tests.conftest import Stack, StackFactory, free_port
 from tests.helpers import follow, wait_terminal
+from tests.procs import Proc, deployment
 from tests.test_compose import DASHBOARD, promql_metrics
 from worker.claim import OrderWorker
 
@@ -274,3 +275,39 @@ async def test_every_dashboard_query_reads_a_metric_the_engine_exposes(stack: St
         "dependency_errors_total", "dependency_up", "venue_price", "venue_gap_ratio",
     ):  # fmt: skip
         assert name in exposed, name
+
+
+async def test_real_processes_share_a_host_and_one_request_id_runs_through_their_logs() -> None:
+    """`python -m app` and two `python -m worker` with LOG_FORMAT=json: the workers take
+    consecutive metrics ports from the base, and the request's id is on the worker's lines."""
+    base = free_port()
+    async with deployment(LOG_FORMAT="json", WORKER_METRICS_PORT=str(base)) as d:
+        api = await d.start_api()
+        workers = [await d.start_worker(), await d.start_worker()]
+        ports = [_logged_metrics_port(w) for w in workers]
+        assert ports[0] == base and ports[1] > base, ports
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            response = await http.post(
+                "/api/orders/execute", json=MARKET, headers={"X-Request-ID": "e2e-7f3a"}
+            )
+            assert response.status_code == 200, response.text
+            assert response.headers["x-request-id"] == "e2e-7f3a"
+            order_id = response.json()["orderId"]
+            assert (await wait_terminal(http, order_id))["status"] == "confirmed"
+        finished = [
+            total(await scrape(f"http://127.0.0.1:{port}/metrics"), "orders_finished_total")
+            for port in ports
+        ]
+        assert sorted(finished) == [0, 1]  # one worker ran it, and only it counted it
+        ran = workers[finished.index(1)]
+        lines = [orjson.loads(ln) for ln in ran.log(lines=10_000).splitlines() if ln[:1] == "{"]
+        about = [line for line in lines if line.get("order_id") == order_id]
+        assert about, ran.log()
+        assert {line["request_id"] for line in about} == {"e2e-7f3a"}
+        assert any("confirmed on" in line["msg"] and line["stage"] == "confirmed" for line in about)
+
+
+def _logged_metrics_port(worker: Proc) -> int:
+    found = re.search(r"worker metrics on http://[^:]+:(\d+)/metrics", worker.log(lines=10_000))
+    assert found, worker.log()
+    return int(found.group(1))
