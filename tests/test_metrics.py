@@ -311,3 +311,31 @@ def _logged_metrics_port(worker: Proc) -> int:
     found = re.search(r"worker metrics on http://[^:]+:(\d+)/metrics", worker.log(lines=10_000))
     assert found, worker.log()
     return int(found.group(1))
+
+
+async def test_an_outage_shows_in_readyz_and_the_dependency_metrics() -> None:
+    async with deployment() as d:
+        api = await d.start_api()
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            await asyncio.to_thread(d.servers.pg.kill)
+            refused = await http.post("/api/orders/execute", json=MARKET)
+            assert refused.status_code == 503, refused.text  # the breaker opens
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert not ready.json()["postgres"]["ok"] and ready.json()["redis"]["ok"]
+            assert (await http.get("/livez")).status_code == 200  # alive: do not restart it
+            down = await scrape(f"{api.base_url}/metrics")
+            assert total(down, "dependency_up", dependency="postgresql") == 0
+            assert total(down, "dependency_up", dependency="redis") == 1
+            assert total(down, "dependency_errors_total", dependency="postgresql") >= 1
+            # 503 either way: refused before the statement was sent, or after (outcome unknown)
+            codes = {lab["code"] for n, lab, v in down if n == "orders_rejected_total" and v}
+            assert total(down, "orders_rejected_total") == 1
+            assert codes <= {"SERVICE_UNAVAILABLE", "ORDER_OUTCOME_UNKNOWN"}, codes
+
+            await asyncio.to_thread(d.servers.restart_postgres)
+            async with asyncio.timeout(30):
+                while (await http.get("/readyz")).status_code != 200:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)  # sleep-ok: waiting for the breaker's probe
+            up = await scrape(f"{api.base_url}/metrics")
+            assert total(up, "dependency_up", dependency="postgresql") == 1
