@@ -17,6 +17,7 @@ from app.hub import EventHub
 from app.outages import Dependency
 from app.owners import RecentOwners
 from app.risk import RiskChecks
+from shared.metrics import ApiMetrics
 from shared.settings import Settings
 from shared.sim.market import Market
 
@@ -90,6 +91,7 @@ class Resources:
     auth: Authenticator
     risk: RiskChecks
     owners: RecentOwners
+    metrics: ApiMetrics
     origins: Origins = field(init=False)
 
     def __post_init__(self) -> None:

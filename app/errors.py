@@ -15,6 +15,8 @@ from shared.outages import OUTAGE_ERRORS, outage_of
 
 log = logging.getLogger(__name__)
 
+ORDER_SUBMIT_PATH = "/api/orders/execute"  # whose refusals count in `orders_rejected_total`
+
 # The documented error responses of every route (OpenAPI).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
@@ -39,9 +41,18 @@ def _render(err: EngineError) -> Response:
     return json_response(err.body(), err.status_code, headers)
 
 
-async def _engine_error(_: Request, exc: Exception) -> Response:
+async def _engine_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EngineError)
+    _count_rejection(request, exc.code)
     return _render(exc)
+
+
+def _count_rejection(request: Request, code: str) -> None:
+    """`orders_rejected_total{code}` for a refused `POST /api/orders/execute`."""
+    if request.method == "POST" and request.url.path == ORDER_SUBMIT_PATH:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.rejected(code)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -74,6 +85,7 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
     here as `ServiceUnavailable` already)."""
     which = outage_of(exc) or "A dependency"
     log.warning("%s %s: %s unavailable: %r", request.method, request.url.path, which, exc)
+    _count_rejection(request, ServiceUnavailable.code)
     return _render(ServiceUnavailable(f"{which} is unavailable; retry shortly", retry_after_s=2))
 
 

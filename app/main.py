@@ -15,13 +15,15 @@ from app.auth import Authenticator
 from app.deps import Resources
 from app.errors import install_error_handlers
 from app.hub import EventHub
+from app.observe import RequestMiddleware
 from app.outages import Dependency
 from app.owners import RecentOwners
 from app.risk import RiskChecks
-from app.routes import admin, orders, sim, system, ws
+from app.routes import admin, ops, orders, sim, system, ws
 from shared import db as database
 from shared import queries
 from shared.heap import freeze_startup_heap
+from shared.metrics import ApiMetrics
 from shared.outages import POSTGRESQL, REDIS
 from shared.settings import Settings, get_settings
 from shared.sim.market import Market
@@ -98,6 +100,9 @@ def create_app(
             auth = Authenticator(settings.auth_mode, pg_guard, redis_guard, settings.auth_cache_s)
             risk = RiskChecks(settings, pg_guard, redis_guard, market)
             owners = RecentOwners(max(settings.ws_replay_orders, 1024))
+            metrics = ApiMetrics(settings.metrics_enabled)
+            metrics.watch(lambda: hub.subscribers, lambda: (pg_guard, redis_guard))
+            app.state.metrics = metrics
             app.state.resources = Resources(
                 settings,
                 pool,
@@ -111,6 +116,7 @@ def create_app(
                 auth,
                 risk,
                 owners,
+                metrics,
             )
             freeze_startup_heap()
             log.info("API ready on port %d", settings.port)
@@ -123,8 +129,10 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestMiddleware)  # request ids and per-route timing, every request
     for router in (orders.router, ws.router, sim.router):
         app.include_router(router, dependencies=api_dependencies)
     app.include_router(system.router)
     app.include_router(admin.router)
+    app.include_router(ops.router)
     return app

@@ -47,6 +47,7 @@ class Dependency(Generic[C]):
         self.timeout_s = timeout_s
         self._probe = probe
         self._down_since: float | None = None
+        self.errors = 0  # calls that failed for an outage (`dependency_errors_total`)
         self._prober: asyncio.Task[None] | None = None
         self._orphans: set[asyncio.Task[object]] = set()
 
@@ -66,6 +67,7 @@ class Dependency(Generic[C]):
         try:
             return await self._within_deadline(fn(self.client))
         except OUTAGE_ERRORS as exc:
+            self.errors += 1
             self.trip(exc)
             raise self.unavailable() from exc
 

@@ -29,6 +29,7 @@ from shared.errors import (
     ServiceUnavailable,
 )
 from shared.jobqueue import enqueue_order
+from shared.logs import ORDER_ID, REQUEST_ID
 from shared.market.routing import choose_route
 from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
 from shared.models import (
@@ -93,6 +94,7 @@ async def accept_order(
         return response
     res.owners.remember(uuid.UUID(event["orderId"]), caller.account)
     res.hub.remember(event)  # before anything awaits: no event can come in between
+    ORDER_ID.set(event["orderId"])  # this request's later log lines are about this order
     try:
         await res.redis_guard.run(lambda r: _queue(res.db, r, order, event))
     except (ServiceUnavailable, RedisError) as exc:
@@ -101,6 +103,7 @@ async def accept_order(
             event["orderId"],
             exc,
         )
+    res.metrics.submitted(order.type)
     return response
 
 
@@ -171,7 +174,7 @@ async def _queue(db: asyncpg.Pool, redis: ArqRedis, order: NewOrder, event: dict
     waiting index (a sniper whose token launched meanwhile fires at once)."""
     order_id = uuid.UUID(event["orderId"])
     if order.type == "market":
-        await enqueue_order(redis, order_id, first_event=event)
+        await enqueue_order(redis, order_id, first_event=event, request_id=REQUEST_ID.get())
         return
     await events.publish(redis, event)
     await triggers.index_waiting(
@@ -449,6 +452,7 @@ async def cancel_order(res: Resources, order_id: str, account: str) -> dict[str,
             + ("" if row["type"] != "market" else " (market orders execute at once)"),
             [{"status": current}],
         )
+    res.metrics.cancelled()
     try:
         await res.redis_guard.run(lambda r: triggers.retire(r, row, event))
     except ServiceUnavailable as exc:  # the cancel is committed: see `triggers.retire`

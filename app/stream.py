@@ -102,6 +102,7 @@ class OrderStream:
         self.last = 0  # the seq of the last event written to the socket
         self.finished = False  # the terminal event was written
         self.closed = False  # ... and the close frame with it
+        self.too_slow = False  # closed 4408: the reader fell behind
 
     # -- called by the hub (synchronous: the hub never waits for a socket) --------------------
 
@@ -171,6 +172,7 @@ class OrderStream:
             exc = None if task.cancelled() else task.exception()
             if isinstance(exc, ReaderTooSlow):
                 resumable = (CLOSE_TOO_SLOW, "reader too slow")
+                self.too_slow = True
             elif isinstance(exc, ServiceUnavailable):
                 resumable = (CLOSE_TRY_AGAIN, exc.message)
             elif exc is not None and not isinstance(exc, WebSocketDisconnect):

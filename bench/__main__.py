@@ -28,6 +28,7 @@ QUICK = ("e2e", "realistic", "fanout", "soak")
 EXTRAS = {
     "triggers": "bench.triggers",  # market loop with 10,000 open limit orders
     "venue_gap": "bench.venue_gap",  # price gap between the venues as the market drifts
+    "metrics": "bench.metrics_cost",  # what each Prometheus metric costs per order
 }
 SCENARIOS = QUICK + tuple(EXTRAS)
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -124,6 +124,7 @@ def _banner(settings: Settings, workers: int, started: float) -> None:
         f"workers    {workers} x concurrency {settings.worker_concurrency}, "
         f"latency scale {settings.sim_latency_scale}"
     )
+    say(f"metrics    {base}/metrics; workers from :{settings.worker_metrics_port} up (logged)")
     say(f"try it     {demo_command(settings.port)}")
     say("a process that dies is restarted; Ctrl-C here stops all")
 

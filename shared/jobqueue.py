@@ -135,15 +135,18 @@ class JobQueue:
         order_id: uuid.UUID | str,
         defer_s: float = 0,
         first_event: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> bool:
         """Queue the order's job; its id is the order id, so duplicates collapse. False if it
         was queued, running or finished already. With `first_event` (the order's `pending`
-        event), publish that in the same round trip."""
+        event), publish that in the same round trip. `request_id` (the request that created
+        the order) goes with the job, for the worker's logs."""
         job_id = str(order_id)
         now_ms = int(time.time() * 1000)
         score = now_ms + int(defer_s * 1000)
+        kwargs = {} if request_id is None else {"request_id": request_id}
         job = serialize_job(
-            EXECUTE_ORDER, (job_id,), {}, None, now_ms, serializer=self.redis.job_serializer
+            EXECUTE_ORDER, (job_id,), kwargs, None, now_ms, serializer=self.redis.job_serializer
         )
         queued = await _ENQUEUE.run(
             self.redis,
@@ -197,9 +200,10 @@ async def enqueue_order(
     order_id: uuid.UUID | str,
     defer_s: float = 0,
     first_event: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> bool:
     """`JobQueue.enqueue` on the order queue of `redis`."""
-    return await JobQueue(redis).enqueue(order_id, defer_s, first_event)
+    return await JobQueue(redis).enqueue(order_id, defer_s, first_event, request_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     engine_keypair: str | None = None
     data_dir: str = ".data"
 
+    # Prometheus metrics: `GET /metrics` on the API, and on each worker an endpoint on the first
+    # free port from WORKER_METRICS_PORT up (0 = any free port; the chosen one is logged).
+    metrics_enabled: bool = True
+    worker_metrics_port: int = Field(9101, ge=0, le=65535)
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 

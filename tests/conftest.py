@@ -187,6 +187,7 @@ def test_settings(database_url: str, redis_url: str, data_dir: Path, **overrides
         "rate_limit_per_s": 0,
         "data_dir": str(data_dir),
         "log_level": "INFO",
+        "worker_metrics_port": 0,  # each worker's metrics on a free port (`worker.exporter`)
     }
     return Settings(_env_file=None, **(base | overrides))
 

@@ -8,6 +8,7 @@ newman runs against a live server (scripts/newman.sh).
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,8 +17,16 @@ import pytest
 import yaml
 
 from app.cli import build_parser
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_CONFIG = ROOT / "ops/prometheus.yml"
+DASHBOARD = ROOT / "ops/grafana/dashboards/engine.json"
+# The PromQL functions and aggregations the dashboard may use; any other word before "(" is
+# a typo, and any word not followed by "(" is a metric name.
+PROMQL_FUNCTIONS = {
+    "sum", "min", "max", "avg", "count", "rate", "increase", "irate", "histogram_quantile",
+}  # fmt: skip
 ENGINE_SERVICES = {"api": "python -m app", "worker": "python -m worker"}
 STATUS_ASSERTION = re.compile(r"pm\.response\.to\.have\.status\((\d{3})\)")
 
@@ -39,6 +48,20 @@ def dockerfile() -> list[str]:
 def collection() -> dict[str, Any]:
     data: dict[str, Any] = json.loads((ROOT / "postman_collection.json").read_text())
     return data
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads."""
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range selectors
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)  # grouping labels
+    names = set()
+    for word, call in re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*(\()?", expr):
+        if call:
+            assert word in PROMQL_FUNCTIONS, f"unknown PromQL function {word!r} in {expr!r}"
+        else:
+            names.add(word)
+    return names
 
 
 def _command(service: dict[str, Any]) -> str:
@@ -80,8 +103,10 @@ def _script(item: dict[str, Any], listen: str) -> str:
 # -- docker-compose.yml ---------------------------------------------------------------
 
 
-def test_compose_has_the_four_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "redis", "api", "worker"}
+def test_compose_has_the_engine_and_its_monitoring(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {
+        "postgres", "redis", "api", "worker", "prometheus", "grafana"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(ENGINE_SERVICES))
@@ -174,6 +199,86 @@ def test_compose_file_says_how_to_make_the_first_admin_key() -> None:
     assert argv[:4] == ["docker", "compose", "exec", "api"]
     args = build_parser().parse_args(argv[argv.index("-m") + 2 :])
     assert (args.group, args.action, args.scope) == ("keys", "create", ["admin"])
+
+
+# -- Prometheus and Grafana ----------------------------------------------------------------
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path of the service's bind mounts."""
+    found = {}
+    for volume in service["volumes"]:
+        source, target, *_ = str(volume).split(":")
+        found[target] = source
+    return found
+
+
+def test_prometheus_scrapes_the_api_and_every_worker(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    config_path = _mounts(prometheus)["/etc/prometheus/prometheus.yml"]
+    assert (ROOT / config_path).resolve() == PROMETHEUS_CONFIG
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"api", "worker"}
+    assert jobs["api"]["static_configs"] == [{"targets": ["api:3000"]}]
+    # Every replica: the service name resolves to each one's address, on the workers' port.
+    (workers,) = jobs["worker"]["dns_sd_configs"]
+    assert workers["names"] == ["worker"] and workers["type"] == "A"
+    assert workers["port"] == Settings.model_fields["worker_metrics_port"].default
+    assert str(workers["port"]) in [str(p) for p in compose["services"]["worker"]["expose"]]
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in jobs.values())
+
+
+@pytest.mark.skipif(not Path("/usr/bin/promtool").exists(), reason="promtool is not installed")
+def test_prometheus_config_passes_promtool() -> None:
+    checked = subprocess.run(
+        ["/usr/bin/promtool", "check", "config", "--syntax-only", str(PROMETHEUS_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard(compose: dict[str, Any]) -> None:
+    mounts = _mounts(compose["services"]["grafana"])
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert (source["type"], source["url"], source["uid"]) == (
+        "prometheus",
+        "http://prometheus:9090",
+        "prometheus",
+    )
+    (provider,) = yaml.safe_load((provisioning / "dashboards/engine.yml").read_text())["providers"]
+    assert mounts[provider["options"]["path"]] == "./ops/grafana/dashboards"
+    assert (ROOT / "ops/grafana/dashboards" / DASHBOARD.name) == DASHBOARD
+
+
+def test_dashboard_panels_cover_what_operators_need() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    queried = set()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "prometheus"
+            queried |= promql_metrics(target["expr"])
+    # throughput, stage latency, failures by code, venue split, queue depth, sockets, deps
+    for needed in (
+        "orders_finished_total",
+        "order_stage_seconds_bucket",
+        "order_retries_total",
+        "queue_depth",
+        "websocket_connections",
+        "dependency_up",
+        "venue_gap_ratio",
+    ):
+        assert needed in queried, needed
 
 
 # -- Dockerfile and .dockerignore --------------------------------------------------------

@@ -7,6 +7,7 @@ from arq.connections import ArqRedis
 from solders.keypair import Keypair
 
 from shared.jobqueue import JobQueue
+from shared.metrics import WorkerMetrics
 from shared.settings import Settings
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
@@ -23,3 +24,4 @@ class Engine:
     cluster: Cluster
     keypair: Keypair
     writes: Writes
+    metrics: WorkerMetrics

@@ -10,13 +10,14 @@ import base64
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING
 from typing import Any
 
 import asyncpg
 
 from shared import queries, triggers
+from shared.logs import ATTEMPT
 from shared.market.pools import SLIPPAGE_ERRORS
 from shared.market.routing import Route, human_price
 from shared.market.tokens import Token, from_base_units, unlisted_token
@@ -28,6 +29,7 @@ from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, Sign
 from shared.sim.programs import SwapInstruction
 from shared.sim.transactions import COMPUTE_UNIT_LIMIT, SignedSwap, build_swap_transaction
 from worker.engine import Engine
+from worker.observe import RunObserver
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,17 @@ class OrderRun:
     row: asyncpg.Record
     token_in: Token
     token_out: Token
+    observer: RunObserver = field(init=False)
+
+    def __post_init__(self) -> None:
+        row = self.row
+        self.observer = RunObserver(
+            self.engine.metrics,
+            row["status"],
+            row["triggered_at"] or row["created_at"],
+            int(row["attempts"]),
+            row["dex_chosen"] or "",
+        )
 
     @property
     def order_id(self) -> uuid.UUID:
@@ -83,6 +96,9 @@ class OrderRun:
         )
         if await self.engine.writes.move(move) is None:
             raise Superseded(f"{status} refused: the order moved on elsewhere")
+        self.observer.moved(
+            status, attempt, data.get("dex") or fields.get("dex_chosen", ""), data.get("code", "")
+        )
 
 
 async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
@@ -170,6 +186,7 @@ async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, Sig
     `resumed`: an earlier run began this attempt and stopped before building; its `routing`
     event is followed by this run's, for the same attempt, marked `resumed`."""
     engine, row = run.engine, run.row
+    ATTEMPT.set(attempt)  # the log lines of this attempt say so from its first one
     route, failed = await engine.market.route(run.token_in, run.token_out, int(row["amount_in"]))
     if route is None:
         why = "; ".join(f"{v}: {e}" for v, e in failed.items())
@@ -346,6 +363,7 @@ async def _after_failure(run: OrderRun, attempt: int, failure: AttemptFailed) ->
             )
         if not owned:
             raise Superseded("a newer run owns the order")
+        run.engine.metrics.retry(failure.code)
         log.info(
             "order %s: attempt %d failed (%s); retrying in %.2f s",
             run.order_id,

@@ -12,11 +12,13 @@ from shared import keys, triggers
 from shared.db import create_pool, migrate
 from shared.heap import freeze_startup_heap
 from shared.jobqueue import EXECUTE_ORDER, JobQueue
+from shared.metrics import WorkerMetrics
 from shared.settings import Settings, get_settings
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
 from shared.sim.wallet import load_keypair
 from worker.engine import Engine
+from worker.exporter import MetricsServer
 from worker.jobs import execute_order
 from worker.sweeper import run_sweeper
 from worker.ticker import run_market_loop
@@ -44,10 +46,16 @@ async def startup(ctx: dict[str, Any]) -> None:
     await market.ensure_seeded()
     keypair = load_keypair(settings)
     cluster = Cluster(redis, market, settings)
+    metrics = WorkerMetrics(settings.metrics_enabled)
     engine = Engine(
-        settings, db, redis, JobQueue(redis), market, cluster, keypair, Writes(db, redis)
+        settings, db, redis, JobQueue(redis), market, cluster, keypair, Writes(db, redis), metrics
     )
     ctx["engine"] = engine
+    if settings.metrics_enabled:
+        exporter = MetricsServer(metrics, redis, market)
+        port = await exporter.start(settings.host, settings.worker_metrics_port)
+        ctx["metrics_server"] = exporter  # once it listens: its port is known
+        log.info("worker metrics on http://%s:%d/metrics", settings.host, port)
     waiting = await triggers.rebuild_index(db, redis)
     ctx["background"] = [
         asyncio.create_task(run_market_loop(engine), name="market-loop"),
@@ -68,6 +76,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    exporter: MetricsServer | None = ctx.pop("metrics_server", None)
+    if exporter is not None:
+        await exporter.close()
     engine: Engine | None = ctx.pop("engine", None)
     if engine is not None:
         await engine.db.close()

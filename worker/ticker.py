@@ -44,7 +44,7 @@ async def run_market_loop(engine: Engine) -> None:
                     next_tick = time.monotonic() + tick_s
                     await engine.market.tick()
                 await triggers.check_limits(engine.db, engine.redis, engine.market)
-                await triggers.expire_due(engine.db, engine.redis)
+                engine.metrics.expired(await triggers.expire_due(engine.db, engine.redis))
             if outage:
                 outage = False
                 log.info("market loop: running again")

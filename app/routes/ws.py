@@ -68,7 +68,10 @@ async def order_socket(websocket: WebSocket) -> None:
             send_timeout_s=res.settings.ws_send_timeout_s,
             writer=prepared_writer(websocket),
         )
-        await stream.run(after_seq)
+        try:
+            await stream.run(after_seq)
+        finally:
+            res.metrics.socket_closed(max(stream.last - after_seq, 0), stream.too_slow)
     except WebSocketDisconnect:
         return  # the client left
 
@@ -113,6 +116,7 @@ async def _submitted_order(ws: WebSocket, res: Resources, caller: Caller) -> uui
         await ws.close(CLOSE_INVALID_ORDER, "expected an order as the first message")
         return None
     except EngineError as err:
+        res.metrics.rejected(err.code)
         await ws.send_text(orjson.dumps({"type": "error", **err.body()}).decode())
         await ws.close(CLOSE_INVALID_ORDER, err.message[:120])
         return None
