@@ -72,7 +72,7 @@ class OrderStream:
     __slots__ = (
         "_behind_at", "_db", "_hub", "_idle", "_overflowed", "_queue", "_queue_size",
         "_resync", "_send_timeout_s", "_wakeup", "_writer", "_ws", "closed", "finished", "last",
-        "order_id",
+        "order_id", "too_slow",
     )  # fmt: skip
 
     def __init__(
