@@ -113,4 +113,8 @@ async def _scraped_both(server: Prometheus, client: httpx.AsyncClient) -> bool:
         up = await server.query(client, "up == 1")
     except httpx.TransportError:
         return False  # not listening yet
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 503:
+            return False  # listening, still loading its storage ("not ready")
+        raise
     return {r["metric"]["job"] for r in up} == {"api", "worker"}
