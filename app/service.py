@@ -41,7 +41,7 @@ from shared.models import (
     StatsFigures,
 )
 from shared.numbers import dec_str
-from shared.queries import Row
+from shared.rows import OrderRow
 from shared.sim import launches
 from shared.sim.market import Market
 
@@ -239,33 +239,33 @@ def _dec(value: Decimal | None) -> str | None:
     return None if value is None else dec_str(value)
 
 
-def order_public(row: asyncpg.Record) -> dict[str, Any]:
+def order_public(row: OrderRow) -> dict[str, Any]:
     return OrderPublic(
-        order_id=str(row["id"]),
-        account=row["account"],
-        type=row["type"],
-        status=row["status"],
-        token_in=_symbol(row["token_in"]),
-        token_out=_symbol(row["token_out"]),
-        amount_in=_amount(row["token_in"], row["amount_in"]) or "0",
-        slippage_bps=row["slippage_bps"],
-        client_order_id=row["client_order_id"],
-        dex_chosen=row["dex_chosen"],
-        pool=row["pool"],
-        quote_price=_dec(row["quote_price"]),
-        executed_price=_dec(row["executed_price"]),
-        amount_out=_amount(row["token_out"], row["amount_out"]),
-        fee_amount=_amount(row["token_in"], row["fee_amount"]),
-        min_amount_out=_amount(row["token_out"], row["min_amount_out"]),
-        tx_hash=row["tx_hash"],
-        slot=row["slot"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        error_code=row["error_code"],
-        limit_price=_dec(row["limit_price"]),
-        expires_at=row["expires_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        order_id=str(row.id),
+        account=row.account,
+        type=row.type,
+        status=row.status,
+        token_in=_symbol(row.token_in),
+        token_out=_symbol(row.token_out),
+        amount_in=_amount(row.token_in, row.amount_in) or "0",
+        slippage_bps=row.slippage_bps,
+        client_order_id=row.client_order_id,
+        dex_chosen=row.dex_chosen,
+        pool=row.pool,
+        quote_price=_dec(row.quote_price),
+        executed_price=_dec(row.executed_price),
+        amount_out=_amount(row.token_out, row.amount_out),
+        fee_amount=_amount(row.token_in, row.fee_amount),
+        min_amount_out=_amount(row.token_out, row.min_amount_out),
+        tx_hash=row.tx_hash,
+        slot=row.slot,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        error_code=row.error_code,
+        limit_price=_dec(row.limit_price),
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     ).model_dump(by_alias=True, mode="json")
 
 
@@ -275,7 +275,7 @@ async def get_order(
     """The account's order with its events; another account's order is 404, as an unknown id."""
     oid = parse_order_id(order_id)
 
-    async def read(db: asyncpg.Pool) -> tuple[Row | None, list[dict[str, Any]]]:
+    async def read(db: asyncpg.Pool) -> tuple[OrderRow | None, list[dict[str, Any]]]:
         async with db.acquire() as conn:
             row = await queries.get_own_order(conn, oid, account)
             return row, [] if row is None else await queries.get_events(conn, oid)
@@ -286,8 +286,8 @@ async def get_order(
     detail = OrderDetail(
         **order_public(row),
         events=evts,
-        signer=signer if row["tx_base64"] else None,
-        signed_transaction=row["tx_base64"],
+        signer=signer if row.tx_base64 else None,
+        signed_transaction=row.tx_base64,
     )
     return detail.model_dump(by_alias=True, mode="json")
 
@@ -326,15 +326,13 @@ async def list_orders(
 ) -> dict[str, Any]:
     before = decode_cursor(cursor) if cursor else None
 
-    async def read(db: asyncpg.Pool) -> list[Row]:
+    async def read(db: asyncpg.Pool) -> list[OrderRow]:
         async with db.acquire() as conn:
             return await queries.list_orders(conn, account, status, limit + 1, before)
 
     rows = await pg.run(read)
     page = rows[:limit]
-    next_cursor = (
-        encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
-    )
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
     return {
         "orders": [order_public(r) for r in page],
         "count": len(page),
@@ -423,11 +421,11 @@ async def cancel_order(res: Resources, order_id: str, account: str) -> dict[str,
     finished, 404 for another account's order as for an unknown id."""
     oid = parse_order_id(order_id)
 
-    async def cancel(db: asyncpg.Pool) -> tuple[Row | None, dict[str, Any] | None, str]:
+    async def cancel(db: asyncpg.Pool) -> tuple[OrderRow | None, dict[str, Any] | None, str]:
         async with db.acquire() as conn:
             row = await queries.get_own_order(conn, oid, account)
-            if row is None or row["type"] == "market":
-                return row, None, "" if row is None else str(row["status"])
+            if row is None or row.type == "market":
+                return row, None, "" if row is None else str(row.status)
             event = await queries.transition(
                 conn,
                 oid,
@@ -440,7 +438,7 @@ async def cancel_order(res: Resources, order_id: str, account: str) -> dict[str,
             if event is not None:
                 return row, event, "cancelled"
             current = await queries.get_order(conn, oid)
-            status = "gone" if current is None else str(current["status"])
+            status = "gone" if current is None else str(current.status)
             return row, None, "executing" if status == "pending" else status
 
     row, event, current = await res.pg_guard.run(cancel)
@@ -449,7 +447,7 @@ async def cancel_order(res: Resources, order_id: str, account: str) -> dict[str,
     if event is None:
         raise Conflict(
             f"order is {current} and can no longer be cancelled"
-            + ("" if row["type"] != "market" else " (market orders execute at once)"),
+            + ("" if row.type != "market" else " (market orders execute at once)"),
             [{"status": current}],
         )
     res.metrics.cancelled()

@@ -31,6 +31,7 @@ from app.wsserver import PREPARED_FRAMES
 from shared import queries
 from shared.errors import ServiceUnavailable
 from shared.models import TERMINAL_STATUSES
+from shared.rows import OrderRow
 
 # Writes a whole frame now (then closes, given a code and reason), or nothing and returns False.
 Write = Callable[[bytes, tuple[int, str] | None], bool]
@@ -233,10 +234,10 @@ class OrderStream:
                 await self._ws.close(CLOSE_NOT_FOUND, f"order {self.order_id} not found")
                 self.closed = True
                 return False
-            if row["status"] in TERMINAL_STATUSES and row["last_seq"] <= self.last:
+            if row.status in TERMINAL_STATUSES and row.last_seq <= self.last:
                 self.finished = True  # resumed after the terminal event: nothing more will come
             else:
-                self.last = min(self.last, row["last_seq"])  # an afterSeq past the end: go live
+                self.last = min(self.last, row.last_seq)  # an afterSeq past the end: go live
         return True
 
     async def _catch_up(self) -> None:
@@ -245,7 +246,7 @@ class OrderStream:
         history = await self._db.run(self._read_events)
         await self._send_all([Delivery.of(event) for event in history])
 
-    async def _read_order(self, db: asyncpg.Pool) -> queries.Row | None:
+    async def _read_order(self, db: asyncpg.Pool) -> OrderRow | None:
         async with db.acquire() as conn:
             return await queries.get_order(conn, self.order_id)
 

@@ -13,6 +13,7 @@ import orjson
 from shared.apikeys import PUBLIC_ACCOUNT
 from shared.db import Conn
 from shared.models import TERMINAL_STATUSES, NewOrder
+from shared.rows import OrderRow, StaleRow, WaitingRow
 
 # Columns a status transition may set, with their SQL types: callers cannot inject SQL through
 # field names, and one statement can carry a batch of transitions that set different columns.
@@ -221,30 +222,32 @@ def event_message(
     }
 
 
-async def start_runs(conn: Conn, order_ids: Sequence[uuid.UUID]) -> list[Row | None]:
+async def start_runs(conn: Conn, order_ids: Sequence[uuid.UUID]) -> list[OrderRow | None]:
     """Count one more job run of each order that may run now: unfinished, and (limit/sniper)
     triggered. None where there is nothing to do, and for an id repeated in the list (one run
     of an order per call, so no two runs share a fencing token)."""
     rows = await conn.fetch(
         "UPDATE orders SET runs = runs + 1 WHERE id = ANY($1::uuid[])"
         " AND status <> ALL($2::text[]) AND NOT (type <> 'market' AND triggered_at IS NULL)"
-        " RETURNING *",
+        f" RETURNING {OrderRow.COLUMNS}",
         list(order_ids),
         _TERMINAL,
     )
-    by_id = {row["id"]: row for row in rows}
+    by_id = {row.id: row for row in map(OrderRow.of, rows)}
     return [by_id.pop(order_id, None) for order_id in order_ids]
 
 
-async def get_order(conn: Conn, order_id: uuid.UUID) -> Row | None:
-    return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
+async def get_order(conn: Conn, order_id: uuid.UUID) -> OrderRow | None:
+    row = await conn.fetchrow(f"SELECT {OrderRow.COLUMNS} FROM orders WHERE id = $1", order_id)
+    return None if row is None else OrderRow.of(row)
 
 
-async def get_own_order(conn: Conn, order_id: uuid.UUID, account: str) -> Row | None:
+async def get_own_order(conn: Conn, order_id: uuid.UUID, account: str) -> OrderRow | None:
     """The order if `account` owns it: another account's order is as absent as an unknown one."""
-    return await conn.fetchrow(
-        "SELECT * FROM orders WHERE id = $1 AND account = $2", order_id, account
+    row = await conn.fetchrow(
+        f"SELECT {OrderRow.COLUMNS} FROM orders WHERE id = $1 AND account = $2", order_id, account
     )
+    return None if row is None else OrderRow.of(row)
 
 
 async def order_account(conn: Conn, order_id: uuid.UUID) -> str | None:
@@ -279,12 +282,12 @@ async def list_orders(
     status: str | None,
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
-) -> list[Row]:
+) -> list[OrderRow]:
     """An account's orders, newest first; `before` is the (created_at, id) keyset cursor of
     the previous page."""
-    return await conn.fetch(
-        """
-        SELECT * FROM orders
+    rows = await conn.fetch(
+        f"""
+        SELECT {OrderRow.COLUMNS} FROM orders
         WHERE account = $5 AND ($1::text IS NULL OR status = $1)
           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
         ORDER BY created_at DESC, id DESC
@@ -296,6 +299,7 @@ async def list_orders(
         limit,
         account,
     )
+    return [OrderRow.of(r) for r in rows]
 
 
 async def count_by_status(conn: Conn, account: str | None = None) -> dict[str, int]:
@@ -382,28 +386,30 @@ async def rearm_trigger(conn: Conn, order_id: uuid.UUID, fence: int) -> bool:
     return bool(done)
 
 
-async def waiting_orders(conn: Conn, ids: list[uuid.UUID] | None = None) -> list[Row]:
+async def waiting_orders(conn: Conn, ids: list[uuid.UUID] | None = None) -> list[WaitingRow]:
     """Untriggered limit/sniper orders (all of them, or those among `ids`)."""
-    return await conn.fetch(
-        """
-        SELECT id, type, token_in, token_out, amount_in, limit_price, expires_at FROM orders
+    rows = await conn.fetch(
+        f"""
+        SELECT {WaitingRow.COLUMNS} FROM orders
         WHERE status = 'pending' AND triggered_at IS NULL AND type <> 'market'
           AND ($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
         """,
         ids,
     )
+    return [WaitingRow.of(r) for r in rows]
 
 
-async def due_to_expire(conn: Conn, limit: int = 500) -> list[Row]:
-    return await conn.fetch(
-        """
-        SELECT id, type, token_in, token_out FROM orders
+async def due_to_expire(conn: Conn, limit: int = 500) -> list[WaitingRow]:
+    rows = await conn.fetch(
+        f"""
+        SELECT {WaitingRow.COLUMNS} FROM orders
         WHERE status = 'pending' AND triggered_at IS NULL AND expires_at IS NOT NULL
           AND expires_at <= now() AND type <> 'market'
         LIMIT $1
         """,
         limit,
     )
+    return [WaitingRow.of(r) for r in rows]
 
 
 async def lock_idempotency_key(conn: Conn, account: str, key: str) -> bool:
@@ -458,12 +464,12 @@ async def forget_idempotency_keys(conn: Conn, older_than_h: int = 24) -> None:
     )
 
 
-async def stale_open_orders(conn: Conn, older_than_s: float, limit: int = 500) -> list[Row]:
+async def stale_open_orders(conn: Conn, older_than_s: float, limit: int = 500) -> list[StaleRow]:
     """Orders not finished whose last change is older than `older_than_s` (sweeper input)."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         """
         SELECT id, type, status, attempts, updated_at,
-               extract(epoch FROM now() - updated_at) AS idle_s FROM orders
+               extract(epoch FROM now() - updated_at)::float8 AS idle_s FROM orders
         WHERE status <> ALL($1::text[]) AND updated_at < now() - make_interval(secs => $2)
           AND NOT (status = 'pending' AND type <> 'market' AND triggered_at IS NULL)
         ORDER BY updated_at LIMIT $3
@@ -472,6 +478,7 @@ async def stale_open_orders(conn: Conn, older_than_s: float, limit: int = 500) -
         older_than_s,
         limit,
     )
+    return [StaleRow.of(r) for r in rows]
 
 
 def _now_utc() -> datetime:

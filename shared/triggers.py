@@ -25,6 +25,7 @@ from shared.market.pools import Pool
 from shared.market.routing import human_price
 from shared.market.tokens import from_base_units
 from shared.market.types import InsufficientLiquidity
+from shared.rows import OrderRow, WaitingRow
 from shared.sim.launches import token
 from shared.sim.market import Market
 
@@ -74,15 +75,15 @@ async def unindex(
         await redis.srem(keys.snipers_key(mint_out), str(order_id))
 
 
-async def retire(redis: ArqRedis, row: asyncpg.Record, event: dict[str, Any]) -> None:
+async def retire(redis: ArqRedis, row: OrderRow | WaitingRow, event: dict[str, Any]) -> None:
     """A waiting order that ended (cancelled, expired): out of the index, then its event out.
     The end is committed already, so a failure here is only logged (a stale index entry is
     harmless: a trigger re-checks the row; a lost event is caught up from PostgreSQL)."""
     try:
-        await unindex(redis, row["id"], row["type"], row["token_in"], row["token_out"])
+        await unindex(redis, row.id, row.type, row.token_in, row.token_out)
         await events.publish(redis, event)
     except RedisError as exc:
-        log.warning("order %s %s; its publish failed: %s", row["id"], event["status"], exc)
+        log.warning("order %s %s; its publish failed: %s", row.id, event["status"], exc)
 
 
 async def rebuild_index(db: asyncpg.Pool, redis: ArqRedis) -> int:
@@ -91,7 +92,7 @@ async def rebuild_index(db: asyncpg.Pool, redis: ArqRedis) -> int:
         rows = await queries.waiting_orders(conn)
     async with redis.pipeline(transaction=False) as pipe:  # one round trip however many
         for r in rows:
-            _add_to_index(pipe, r["id"], r["type"], r["token_in"], r["token_out"], r["limit_price"])
+            _add_to_index(pipe, r.id, r.type, r.token_in, r.token_out, r.limit_price)
         await pipe.execute()
     return len(rows)
 
@@ -129,25 +130,25 @@ async def _check_pair(
         return 0
     async with db.acquire() as conn:
         rows = await queries.waiting_orders(conn, candidates)
-    live = {r["id"] for r in rows}
+    live = {r.id for r in rows}
     stale = [str(c) for c in candidates if c not in live]  # cancelled/expired/claimed meanwhile
     if stale:
         await redis.zrem(key, *stale)
     fired, now_ts = 0, int(time.time())
     for r in rows:
-        amount = int(r["amount_in"])
+        amount = int(r.amount_in)
         best = _best_output(pools, mint_in, amount, now_ts)
         if best is None:
             continue
         price = human_price(token_in, token_out, amount, best)
-        if price >= r["limit_price"]:
+        if r.limit_price is not None and price >= r.limit_price:
             reason = (
                 f"best net price {price} {token_out.symbol}/{token_in.symbol} for "
-                f"{from_base_units(token_in, amount)} reached the limit {r['limit_price']}"
+                f"{from_base_units(token_in, amount)} reached the limit {r.limit_price}"
             )
             # Out of the index first: a re-armed order indexes itself again, and must stay.
-            await redis.zrem(key, str(r["id"]))
-            if await _fire(db, redis, r["id"], reason):
+            await redis.zrem(key, str(r.id))
+            if await _fire(db, redis, r.id, reason):
                 fired += 1
     return fired
 
@@ -181,7 +182,7 @@ async def expire_due(db: asyncpg.Pool, redis: ArqRedis) -> int:
         for r in due:
             event = await queries.transition(
                 conn,
-                r["id"],
+                r.id,
                 "expired",
                 attempt=0,
                 data={"reason": "expiresInSeconds elapsed"},

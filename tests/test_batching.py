@@ -104,9 +104,9 @@ async def test_one_statement_applies_different_transitions_and_refuses_stale_one
     big = 10**30 + 7  # beyond 64 bits: numbers travel as decimal strings
     moves = [
         Move(a, "routing", 1, {"chosen": "raydium"}, ("pending",), {"quote_price": price}),
-        Move(b, "routing", 1, {}, ("pending",), {"min_amount_out": big}, fence=run_b["runs"]),
+        Move(b, "routing", 1, {}, ("pending",), {"min_amount_out": big}, fence=run_b.runs),
         Move(c, "building", 1, {}, ("routing",), {"tx_hash": "x"}),  # c is still pending
-        Move(b, "failed", 1, {}, ("pending",), fence=run_b["runs"] + 1),  # a newer run's fence
+        Move(b, "failed", 1, {}, ("pending",), fence=run_b.runs + 1),  # a newer run's fence
     ]
     events = await queries.transition_many(db, moves)
 
@@ -131,7 +131,7 @@ async def test_one_statement_applies_different_transitions_and_refuses_stale_one
 async def test_one_run_per_order_per_batch(db: asyncpg.Connection) -> None:
     order_id = await _order(db)
     first, repeat = await queries.start_runs(db, [order_id, order_id])
-    assert first is not None and first["runs"] == 1
+    assert first is not None and first.runs == 1
     assert repeat is None  # no two runs may share a fencing token
 
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING
 from typing import Any
 
-import asyncpg
-
 from shared import queries, triggers
 from shared.logs import ATTEMPT
 from shared.market.pools import SLIPPAGE_ERRORS
@@ -24,6 +22,7 @@ from shared.market.tokens import Token, from_base_units, unlisted_token
 from shared.models import OPEN_STATUSES
 from shared.numbers import dec_str
 from shared.queries import Move
+from shared.rows import OrderRow
 from shared.sim import launches
 from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, SignatureStatus
 from shared.sim.programs import SwapInstruction
@@ -63,7 +62,7 @@ class RetryLater:
 @dataclass(slots=True)
 class OrderRun:
     engine: Engine
-    row: asyncpg.Record
+    row: OrderRow
     token_in: Token
     token_out: Token
     observer: RunObserver = field(init=False)
@@ -72,15 +71,15 @@ class OrderRun:
         row = self.row
         self.observer = RunObserver(
             self.engine.metrics,
-            row["status"],
-            row["triggered_at"] or row["created_at"],
-            int(row["attempts"]),
-            row["dex_chosen"] or "",
+            row.status,
+            row.triggered_at or row.created_at,
+            int(row.attempts),
+            row.dex_chosen or "",
         )
 
     @property
     def order_id(self) -> uuid.UUID:
-        return self.row["id"]  # type: ignore[no-any-return]
+        return self.row.id
 
     async def move(
         self,
@@ -91,9 +90,7 @@ class OrderRun:
         **fields: Any,
     ) -> None:
         """Apply a guarded transition and publish its event; `Superseded` if the guard refused."""
-        move = Move(
-            self.order_id, status, attempt, data, allowed_from, fields, fence=self.row["runs"]
-        )
+        move = Move(self.order_id, status, attempt, data, allowed_from, fields, fence=self.row.runs)
         if await self.engine.writes.move(move) is None:
             raise Superseded(f"{status} refused: the order moved on elsewhere")
         self.observer.moved(
@@ -106,15 +103,13 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
     row = await engine.writes.start_run(order_id)
     if row is None:  # finished, still waiting for its trigger, or never existed
         return "done"
-    token_in = await launches.token(engine.redis, row["token_in"])
-    token_out = await launches.token(engine.redis, row["token_out"])
+    token_in = await launches.token(engine.redis, row.token_in)
+    token_out = await launches.token(engine.redis, row.token_out)
     if token_in is None or token_out is None:  # a launched token the market no longer knows
-        run = OrderRun(
-            engine, row, unlisted_token(row["token_in"]), unlisted_token(row["token_out"])
-        )
+        run = OrderRun(engine, row, unlisted_token(row.token_in), unlisted_token(row.token_out))
         failure = AttemptFailed("UNKNOWN_TOKEN", "the market no longer lists this token", False)
         try:
-            return await _after_failure(run, int(row["attempts"]), failure)
+            return await _after_failure(run, int(row.attempts), failure)
         except Superseded:
             return "superseded"
     run = OrderRun(engine, row, token_in, token_out)
@@ -131,31 +126,32 @@ async def run_order(engine: Engine, order_id: uuid.UUID) -> str | RetryLater:
 async def _advance(run: OrderRun) -> str | RetryLater:
     """Recover an earlier transaction if there is one, else make the next attempt."""
     engine, row = run.engine, run.row
-    attempt = int(row["attempts"])
+    attempt = int(row.attempts)
     try:
-        if row["tx_pending"]:
+        if row.tx_pending:
             landed = await _recover(run)
             if landed is not None:
-                return await _settle(run, attempt, row["tx_hash"], landed)
+                assert row.tx_hash is not None  # stored with tx_pending (`building`)
+                return await _settle(run, attempt, row.tx_hash, landed)
             if attempt >= engine.settings.max_attempts:
                 raise AttemptFailed(
                     "BLOCKHASH_EXPIRED", "transaction expired before it landed", True
                 )
-        if row["runs"] - row["runs_at_trigger"] > engine.settings.max_runs:
+        if row.runs - row.runs_at_trigger > engine.settings.max_runs:
             raise AttemptFailed(
                 "EXECUTION_ABANDONED",
-                f"the order's job was interrupted {row['runs'] - row['runs_at_trigger'] - 1} times",
+                f"the order's job was interrupted {row.runs - row.runs_at_trigger - 1} times",
                 False,
             )
         # A run cut short after `routing` and before `building` (a crash, an outage) signed and
         # sent nothing: the next run makes that same attempt again instead of spending one.
-        resumed = row["status"] == "routing"
+        resumed = row.status == "routing"
         if not resumed:
             attempt += 1
         if attempt > engine.settings.max_attempts:
             raise AttemptFailed(
-                row["error_code"] or "ATTEMPTS_EXHAUSTED",
-                row["last_error"] or "no attempts left",
+                row.error_code or "ATTEMPTS_EXHAUSTED",
+                row.last_error or "no attempts left",
                 retryable=False,
             )
         signature, landed = await _attempt(run, attempt, resumed)
@@ -170,13 +166,13 @@ async def _recover(run: OrderRun) -> SignatureStatus | None:
     Returns its landed status, or None once it can no longer land (a new one may be signed).
     """
     row = run.row
-    log.info("order %s: asking the cluster about %s", run.order_id, row["tx_hash"])
-    raw = base64.b64decode(row["tx_base64"])
-    status = await run.engine.cluster.await_landing(
-        row["tx_hash"], raw, row["last_valid_block_height"]
-    )
+    # `building` stores the signed transaction, its signature and validity with tx_pending.
+    assert row.tx_hash and row.tx_base64 and row.last_valid_block_height is not None
+    log.info("order %s: asking the cluster about %s", run.order_id, row.tx_hash)
+    raw = base64.b64decode(row.tx_base64)
+    status = await run.engine.cluster.await_landing(row.tx_hash, raw, row.last_valid_block_height)
     if status is None:
-        log.info("order %s: %s expired without landing", run.order_id, row["tx_hash"])
+        log.info("order %s: %s expired without landing", run.order_id, row.tx_hash)
     return status
 
 
@@ -187,16 +183,16 @@ async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, Sig
     event is followed by this run's, for the same attempt, marked `resumed`."""
     engine, row = run.engine, run.row
     ATTEMPT.set(attempt)  # the log lines of this attempt say so from its first one
-    route, failed = await engine.market.route(run.token_in, run.token_out, int(row["amount_in"]))
+    route, failed = await engine.market.route(run.token_in, run.token_out, int(row.amount_in))
     if route is None:
         why = "; ".join(f"{v}: {e}" for v, e in failed.items())
         raise AttemptFailed(
             "INSUFFICIENT_LIQUIDITY", f"no venue can fill this order ({why})", False
         )
     _log_route(run, attempt, route)
-    chosen, slippage = route.chosen, int(row["slippage_bps"])
+    chosen, slippage = route.chosen, int(row.slippage_bps)
     guard = _guard_min_out(run)
-    if row["type"] == "limit" and row["status"] == "pending" and chosen.amount_out < guard:
+    if row.type == "limit" and row.status == "pending" and chosen.amount_out < guard:
         await _rearm(run)
     # The transaction never accepts less than the order's own guard (limit price, maxPrice).
     min_out = max(chosen.min_amount_out(slippage), guard)
@@ -205,12 +201,12 @@ async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, Sig
         "chosen": chosen.dex,
         "reason": route.reason,
     }
-    if attempt == 1 and row["trigger_reason"]:
-        routing["trigger"] = row["trigger_reason"]
+    if attempt == 1 and row.trigger_reason:
+        routing["trigger"] = row.trigger_reason
     if resumed:
         routing["resumed"] = True
     if attempt > 1:
-        routing["retryOf"] = {"code": row["error_code"], "error": row["last_error"]}
+        routing["retryOf"] = {"code": row.error_code, "error": row.last_error}
     await run.move(
         "routing",
         attempt,
@@ -229,14 +225,14 @@ async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, Sig
         owner=str(engine.keypair.pubkey()),
         mint_in=run.token_in.mint,
         mint_out=run.token_out.mint,
-        amount_in=int(row["amount_in"]),
+        amount_in=int(row.amount_in),
         min_amount_out=min_out,
     )
     signed = build_swap_transaction(
         engine.keypair,
         swap,
         blockhash,
-        COMPUTE_UNIT_PRICE[row["type"]],
+        COMPUTE_UNIT_PRICE[row.type],
         f"oee:{run.order_id}:{attempt}",
     )
     building = {
@@ -266,11 +262,11 @@ async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, Sig
 
 def _guard_min_out(run: OrderRun) -> int:
     """The least output a limit (limitPrice) or sniper (maxPrice) order may accept; 0 if none."""
-    row, amount_in = run.row, from_base_units(run.token_in, int(run.row["amount_in"]))
-    if row["limit_price"] is not None:
-        wanted = amount_in * row["limit_price"]
-    elif row["max_price"] is not None:
-        wanted = amount_in / row["max_price"]
+    row, amount_in = run.row, from_base_units(run.token_in, int(run.row.amount_in))
+    if row.limit_price is not None:
+        wanted = amount_in * row.limit_price
+    elif row.max_price is not None:
+        wanted = amount_in / row.max_price
     else:
         return 0
     return int(wanted.scaleb(run.token_out.decimals).to_integral_value(rounding=ROUND_CEILING))
@@ -278,16 +274,16 @@ def _guard_min_out(run: OrderRun) -> int:
 
 async def _rearm(run: OrderRun) -> None:
     async with run.engine.db.acquire() as conn:
-        rearmed = await queries.rearm_trigger(conn, run.order_id, run.row["runs"])
+        rearmed = await queries.rearm_trigger(conn, run.order_id, run.row.runs)
     if rearmed:
         row = run.row
         await triggers.index_waiting(
             run.engine.redis,
             run.order_id,
-            row["type"],
-            row["token_in"],
-            row["token_out"],
-            row["limit_price"],
+            row.type,
+            row.token_in,
+            row.token_out,
+            row.limit_price,
         )
         raise Rearmed
     raise Superseded("cancelled or expired while triggering")
@@ -326,7 +322,7 @@ async def _settle(run: OrderRun, attempt: int, tx_hash: str, landed: SignatureSt
             "INSUFFICIENT_LIQUIDITY", f"{landed.err}: the pool cannot fill it", False
         )
     price = human_price(run.token_in, run.token_out, landed.amount_in, landed.amount_out)
-    latency_ms = int(time.time() * 1000 - run.row["created_at"].timestamp() * 1000)
+    latency_ms = int(time.time() * 1000 - run.row.created_at.timestamp() * 1000)
     confirmed = {
         "dex": landed.venue,
         "txHash": tx_hash,
@@ -359,7 +355,7 @@ async def _after_failure(run: OrderRun, attempt: int, failure: AttemptFailed) ->
         delay_s = settings.backoff_base_ms * 2 ** (attempt - 1) / 1000
         async with run.engine.db.acquire() as conn:
             owned = await queries.record_retry(
-                conn, run.order_id, failure.code, failure.message, run.row["runs"]
+                conn, run.order_id, failure.code, failure.message, run.row.runs
             )
         if not owned:
             raise Superseded("a newer run owns the order")

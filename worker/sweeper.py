@@ -25,19 +25,19 @@ async def sweep(engine: Engine) -> int:
         await queries.forget_idempotency_keys(conn)
     requeued = 0
     for row in rows:
-        job_id = str(row["id"])
+        job_id = str(row.id)
         if await engine.jobs.is_running(job_id):
             await _free_if_unleased(engine, job_id)
             continue
-        if await engine.jobs.is_live(job_id) or row["idle_s"] < settings.stale_order_s:
+        if await engine.jobs.is_live(job_id) or row.idle_s < settings.stale_order_s:
             continue
         if await engine.jobs.requeue(job_id):
             requeued += 1
             log.warning(
                 "sweeper: re-queued order %s (status %s, idle since %s)",
-                row["id"],
-                row["status"],
-                row["updated_at"].isoformat(),
+                row.id,
+                row.status,
+                row.updated_at.isoformat(),
             )
     return requeued
 

@@ -10,7 +10,8 @@ from redis.exceptions import RedisError
 
 from shared import events, queries
 from shared.batching import Coalescer
-from shared.queries import Move, Row
+from shared.queries import Move
+from shared.rows import OrderRow
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,13 @@ class Writes:
     def __init__(self, db: asyncpg.Pool, redis: Redis) -> None:
         self._db, self._redis = db, redis
         self._moves: Coalescer[Move, dict[str, Any] | None] = Coalescer(self._flush_moves)
-        self._runs: Coalescer[uuid.UUID, Row | None] = Coalescer(self._flush_runs)
+        self._runs: Coalescer[uuid.UUID, OrderRow | None] = Coalescer(self._flush_runs)
 
     async def move(self, move: Move) -> dict[str, Any] | None:
         """Apply and publish one transition; its event, or None if the guard refused it."""
         return await self._moves.submit(move)
 
-    async def start_run(self, order_id: uuid.UUID) -> Row | None:
+    async def start_run(self, order_id: uuid.UUID) -> OrderRow | None:
         """`queries.start_runs` for one order."""
         return await self._runs.submit(order_id)
 
@@ -45,6 +46,6 @@ class Writes:
             log.warning("publishing %d events failed: %s", len(applied), exc)
         return results
 
-    async def _flush_runs(self, order_ids: list[uuid.UUID]) -> list[Row | None]:
+    async def _flush_runs(self, order_ids: list[uuid.UUID]) -> list[OrderRow | None]:
         async with self._db.acquire() as conn:
             return await queries.start_runs(conn, order_ids)
