@@ -401,7 +401,7 @@ def log(line: str) -> None:
 supervisor = Supervisor(
     dict(os.environ), log, backoff_start_s=0.05, backoff_max_s=0.2, stable_s=stable_s
 )
-code = f"import time; time.sleep({child_s}); raise SystemExit(3)"
+code = f"import time; time.sleep({child_s}); raise SystemExit(3)"  # sleep-ok: the child's run time
 supervisor.add("crasher", [sys.executable, "-c", code])
 with supervisor.signals() as wake:
     supervisor.start_all()
