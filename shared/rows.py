@@ -13,12 +13,19 @@ from typing import Any, ClassVar, Self
 import asyncpg
 
 
-def _columns(cls: type) -> str:
-    return ", ".join(f.name for f in fields(cls))
+class _Row:
+    """A row built from a record of exactly its fields, in order (`COLUMNS`, set below)."""
+
+    __slots__ = ()
+    COLUMNS: ClassVar[str]
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> Self:
+        return cls(*record)
 
 
 @dataclass(frozen=True, slots=True)
-class OrderRow:
+class OrderRow(_Row):
     """One row of `orders` (migrations 001-005). Amounts are integer base units (numeric)."""
 
     id: uuid.UUID
@@ -58,15 +65,9 @@ class OrderRow:
     accept_by: datetime | None
     account: str
 
-    COLUMNS: ClassVar[str]
-
-    @classmethod
-    def of(cls, record: asyncpg.Record) -> Self:
-        return cls(*record)
-
 
 @dataclass(frozen=True, slots=True)
-class WaitingRow:
+class WaitingRow(_Row):
     """A limit or sniper order waiting for its trigger: what the index and expiry need."""
 
     id: uuid.UUID
@@ -77,15 +78,9 @@ class WaitingRow:
     limit_price: Decimal | None
     expires_at: datetime | None
 
-    COLUMNS: ClassVar[str]
-
-    @classmethod
-    def of(cls, record: asyncpg.Record) -> Self:
-        return cls(*record)
-
 
 @dataclass(frozen=True, slots=True)
-class StaleRow:
+class StaleRow(_Row):
     """An open order nobody has touched for a while (the sweeper's input)."""
 
     id: uuid.UUID
@@ -95,10 +90,6 @@ class StaleRow:
     updated_at: datetime
     idle_s: float
 
-    @classmethod
-    def of(cls, record: asyncpg.Record) -> Self:
-        return cls(*record)
 
-
-OrderRow.COLUMNS = _columns(OrderRow)
-WaitingRow.COLUMNS = _columns(WaitingRow)
+for _cls in (OrderRow, WaitingRow, StaleRow):
+    _cls.COLUMNS = ", ".join(f.name for f in fields(_cls))
