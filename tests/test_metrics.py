@@ -339,3 +339,17 @@ async def test_an_outage_shows_in_readyz_and_the_dependency_metrics() -> None:
                     await asyncio.sleep(0.1)  # sleep-ok: waiting for the breaker's probe
             up = await scrape(f"{api.base_url}/metrics")
             assert total(up, "dependency_up", dependency="postgresql") == 1
+
+
+def test_a_metrics_port_another_worker_holds_is_refused_at_once() -> None:
+    """Workers starting together each get their own port: the second bind of a port fails
+    at once (the first worker may not even be listening yet), and it moves on."""
+    from worker.exporter import _listening_socket
+
+    first = _listening_socket("127.0.0.1", 0)
+    assert first is not None
+    try:
+        taken = int(first.getsockname()[1])
+        assert _listening_socket("127.0.0.1", taken) is None
+    finally:
+        first.close()

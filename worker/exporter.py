@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import socket
 from decimal import Decimal
 
 from arq.connections import ArqRedis
@@ -44,13 +45,11 @@ class MetricsServer:
     async def start(self, host: str, base_port: int) -> int:
         ports = [0] if base_port == 0 else range(base_port, base_port + MAX_WORKERS_PER_HOST)
         for port in ports:
-            try:
-                self._server = await asyncio.start_server(self._handle, host, port)
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                continue
-            self.port = int(self._server.sockets[0].getsockname()[1])
+            sock = _listening_socket(host, port)
+            if sock is None:
+                continue  # taken: another worker on this host has it
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+            self.port = int(sock.getsockname()[1])
             return self.port
         raise RuntimeError(f"no free metrics port in {base_port}..{ports[-1]}")
 
@@ -113,3 +112,22 @@ class MetricsServer:
                 await self.refresh()
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning("metrics refresh failed: %r", exc)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket | None:
+    """A socket listening on host:port, or None if the port is taken. Bound here without
+    SO_REUSEADDR, so of two workers starting at once exactly one gets a port: the other's
+    bind fails at once (with it, both binds can succeed and the second listen fails later,
+    which asyncio's servers do not all report)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+        sock.listen(100)
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        return None
+    sock.setblocking(False)
+    return sock
