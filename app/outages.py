@@ -93,15 +93,30 @@ class Dependency(Generic[C]):
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _within_deadline(self, work: Awaitable[T]) -> T:
+        # What `asyncio.timeout` around `asyncio.shield` does, without their bookkeeping: the
+        # caller waits on one future that the call's end or the deadline resolves, whichever
+        # comes first; the call itself is never cancelled from here.
+        loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(work)
+        waiter = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        task.add_done_callback(wake)
+        deadline = loop.call_later(self.timeout_s, wake)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await asyncio.shield(task)
-        except BaseException:
+            await waiter
+        finally:
+            deadline.cancel()
             if not task.done():  # given up on (deadline or cancelled request): let it end alone
+                task.remove_done_callback(wake)
                 self._orphans.add(task)
                 task.add_done_callback(self._orphan_done)
-            raise
+        if not task.done():
+            raise TimeoutError(f"{self.name} did not answer within {self.timeout_s} s")
+        return task.result()
 
     def _orphan_done(self, task: asyncio.Task[object]) -> None:
         self._orphans.discard(task)
