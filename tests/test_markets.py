@@ -90,7 +90,7 @@ async def test_keys_mode_needs_a_key_for_market_data_but_not_for_the_page(
 
 
 async def test_the_page_and_its_files_carry_security_headers(stack: Stack) -> None:
-    for path in ("/", "/static/app.js", "/static/style.css"):
+    for path in ("/", "/static/js/app.js", "/static/style.css"):
         response = await stack.http.get(path)
         assert response.status_code == 200, path
         csp = response.headers["content-security-policy"]
@@ -101,7 +101,7 @@ async def test_the_page_and_its_files_carry_security_headers(stack: Stack) -> No
     page = await stack.http.get("/")
     assert page.headers["content-type"].startswith("text/html")
     assert "<script" not in page.text.replace('<script type="module" src="/static/', "")
-    js = await stack.http.get("/static/app.js")
+    js = await stack.http.get("/static/js/app.js")
     assert js.headers["content-type"].startswith("text/javascript")
     missing = await stack.http.get("/static/nope.js")
     assert missing.status_code == 404
