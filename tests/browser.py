@@ -19,9 +19,7 @@ LAUNCH_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-NOT_RUN = (
-    "browser tests did NOT run: install chromium (apt-get install -y chromium) to enable them"
-)
+NOT_RUN = "browser tests did NOT run: install chromium (apt-get install -y chromium) to enable them"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -44,7 +42,9 @@ def require_browser() -> None:
     if why is None:
         return
     if os.environ.get("CI"):
-        pytest.fail(f"{why}: CI must run the browser tests (.ci/run installs chromium)", pytrace=False)
+        pytest.fail(
+            f"{why}: CI must run the browser tests (.ci/run installs chromium)", pytrace=False
+        )
     pytest.skip(f"{NOT_RUN} ({why})", allow_module_level=True)
 
 
@@ -82,7 +82,9 @@ async def open_page(browser: Any, url: str, viewport: dict[str, int] = DESKTOP) 
     watched = Watched(page)
     page.on(
         "console",
-        lambda m: watched.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+        lambda m: (
+            watched.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        ),
     )
     page.on("pageerror", lambda exc: watched.errors.append(f"uncaught: {exc}"))
     await page.goto(url)

@@ -35,7 +35,9 @@ def row(page: Page, order_id: str | None = None) -> Any:
     return page.locator(f'[data-testid="order-row"][data-order-id="{order_id}"]')
 
 
-async def fill_order(page: Page, amount: str, token_in: str = "SOL", token_out: str = "USDC") -> None:
+async def fill_order(
+    page: Page, amount: str, token_in: str = "SOL", token_out: str = "USDC"
+) -> None:
     await page.get_by_test_id("token-in").select_option(token_in)
     await page.get_by_test_id("token-out").select_option(token_out)
     await page.get_by_test_id("amount-in").fill(amount)
@@ -177,9 +179,13 @@ async def test_the_market_panel_updates(browser: Any, make_stack: StackFactory) 
     await expect(cell).to_have_text(re.compile(r"\d"), timeout=WAIT_MS)
     first = await cell.inner_text()
     await expect(cell).not_to_have_text(first, timeout=WAIT_MS)
-    await expect(panel).to_have_attribute("data-updates", re.compile(r"^([3-9]|\d\d+)$"), timeout=WAIT_MS)
+    await expect(panel).to_have_attribute(
+        "data-updates", re.compile(r"^([3-9]|\d\d+)$"), timeout=WAIT_MS
+    )
     # The sparklines draw both venues.
-    await expect(panel.locator('tr[data-pair="SOL/USDC"] polyline')).to_have_count(2, timeout=WAIT_MS)
+    await expect(panel.locator('tr[data-pair="SOL/USDC"] polyline')).to_have_count(
+        2, timeout=WAIT_MS
+    )
     await expect(panel.locator("tbody tr")).to_have_count(11)
     await w.shot("market-panel")
     assert w.errors == [], w.errors
