@@ -66,6 +66,7 @@ export class Ticket {
     if (target.name === "tokenIn") this.fillTokenOut();
     if (target.name) this.fieldError(target.name === "sniperMint" ? "tokenOut" : target.name, "");
     $("#form-error").textContent = "";
+    this.quoteSeq += 1; // a preview still in flight is for the old values: its answer is dropped
     $("#amount-unit").textContent = $("#token-in").value;
     $("#limit-unit").textContent = `${$("#token-out").value} per ${$("#token-in").value}`;
     this.previewDebounced();
