@@ -19,7 +19,7 @@ from app.observe import RequestMiddleware
 from app.outages import Dependency
 from app.owners import RecentOwners
 from app.risk import RiskChecks
-from app.routes import admin, ops, orders, sim, system, ws
+from app.routes import admin, dashboard, markets, ops, orders, sim, system, ws
 from shared import db as database
 from shared import queries
 from shared.heap import freeze_startup_heap
@@ -135,4 +135,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
+    app.include_router(markets.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     return app

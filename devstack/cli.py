@@ -118,6 +118,7 @@ def _wait_healthy(supervisor: Supervisor, wake: socket.socket, url: str, setting
 def _banner(settings: Settings, workers: int, started: float) -> None:
     base = f"http://localhost:{settings.port}"
     say(f"ready in {time.monotonic() - started:.1f} s")
+    say(f"dashboard  {base}/  (open it in a browser)")
     say(f"API        {base}  (docs {base}/docs)")
     say(f"WebSocket  ws://localhost:{settings.port}/api/orders/execute")
     say(

@@ -16,6 +16,9 @@ MARKET_SEEDED = PREFIX + "market:seeded"
 # (hash pool address -> pair key).
 VENUE_SPREADS = PREFIX + "market:spread"
 POOL_PAIRS = PREFIX + "market:pool_pair"
+# The last few minutes of every pair's venue prices, newest first (list of JSON snapshots,
+# one per market tick): `shared.sim.prices`.
+MARKET_HISTORY = PREFIX + "market:history"
 MARKET_TICKER_LOCK = PREFIX + "market:ticker"
 CLUSTER_GENESIS_MS = PREFIX + "cluster:genesis_ms"
 # Launched tokens (hash mint -> JSON).

@@ -249,3 +249,12 @@ async def make_stack(
 @pytest.fixture
 async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say plainly, at the end, when the browser tests were skipped for want of a browser."""
+    from tests.browser import NOT_RUN
+
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any(NOT_RUN in str(getattr(r, "longrepr", "")) for r in skipped):
+        terminalreporter.write_sep("!", NOT_RUN, yellow=True, bold=True)

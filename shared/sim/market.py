@@ -22,6 +22,7 @@ from shared.market.routing import MAX_PRICE_IMPACT_PCT, Route, VenueQuote, choos
 from shared.market.tokens import PAIRS, Token, price_to_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
 from shared.settings import Settings
+from shared.sim.prices import PairPrices, listed_pairs, pair_prices, record_prices
 from shared.sim.programs import pool_address
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,12 @@ class Market:
         quotes, failed = await self.quotes(token_in, token_out, amount_in)
         return choose_route(quotes, token_out, failed), failed
 
+    async def prices(self) -> list[PairPrices]:
+        """Every listed pair's venue prices now (the pools read in one round trip)."""
+        pairs = listed_pairs()
+        found = await asyncio.gather(*(self.pools(b.mint, q.mint) for b, q in pairs))
+        return [pair_prices(p, b, q) for p, (b, q) in zip(found, pairs, strict=True)]
+
     # --- drift ---------------------------------------------------------------------------------
 
     async def reference_prices(self) -> dict[str, Decimal]:
@@ -265,6 +272,7 @@ class Market:
             base, quote = resolve_token(base_sym), resolve_token(quote_sym)
             assert base is not None and quote is not None
             moved += await self._move_pair(base, quote, refs[base.symbol] / refs[quote.symbol])
+        await record_prices(self.redis, await self.prices())  # the dashboard's sparklines
         return moved
 
     async def _move_pair(self, base: Token, quote: Token, price: Decimal) -> int:
