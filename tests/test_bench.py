@@ -1,11 +1,17 @@
 """The benchmark harness measures the code it belongs to."""
 
+import asyncio
+import os
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import pytest
+from redis.asyncio import Redis
 
+from bench.instructions import DRIVER
 from bench.stack import PYTHON, TREE, EngineProcesses, Servers
+from tests.conftest import Infra
 
 
 def test_a_scenarios_engine_imports_the_benchmarks_own_tree(
@@ -33,3 +39,21 @@ def test_a_scenarios_engine_imports_the_benchmarks_own_tree(
     finally:
         servers.stop()
     assert [Path(f).resolve().parent.parent for f in found] == [TREE, TREE]
+
+
+async def test_the_instruction_counts_driver_submits_orders_through_this_trees_api(
+    database_url: str, redis: Redis, infra: Infra, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """`bench.instructions` counts what `bench/accept_driver.py` does; the driver must really
+    get orders accepted by this tree's app (a driver that failed fast would count nothing)."""
+    env = os.environ | {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": infra.redis_url,
+        "RATE_LIMIT_PER_S": "0",
+        "MAX_QUEUE_DEPTH": "0",
+        "DATA_DIR": str(tmp_path),
+    }
+    driver = await asyncio.create_subprocess_exec(PYTHON, "-P", str(DRIVER), "5", cwd=TREE, env=env)
+    assert await asyncio.wait_for(driver.wait(), 120) == 0
+    # 50 warm-up orders, then the 5 measured ones
+    assert await db.fetchval("SELECT count(*) FROM orders WHERE status = 'pending'") == 55
