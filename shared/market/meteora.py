@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
-from shared.market.types import InsufficientLiquidity, SwapQuote
+from shared.market.types import InsufficientLiquidity, NothingOut, SwapQuote
 
 METEORA_DLMM = "LBUZKhRxPF3XUpBCjp4YzTKgLccjZhTSDM9YuVaPwxo"
 
@@ -238,7 +238,7 @@ def _execute(
             raise InsufficientLiquidity(f"pool {pool.address} ran out of bins")
         active += step
     if total_out == 0 or spot is None:
-        raise InsufficientLiquidity(f"pool {pool.address} returns nothing for {amount_in}")
+        raise NothingOut(f"pool {pool.address} returns nothing for {amount_in}")
     filled_vs_spot = Decimal(total_out * spot[1]) / Decimal((amount_in - total_fee) * spot[0])
     quote = SwapQuote(
         amount_in=amount_in,

@@ -46,6 +46,68 @@ def _pool_liquidity_usd(base: Token, quote: Token) -> Decimal:
     return Decimal(8_000_000) if {base.symbol, quote.symbol} <= _MAJORS else Decimal(1_500_000)
 
 
+def seed_market(seed: int | None) -> list[tuple[Token, Token, Decimal, list[Pool]]]:
+    """Every listed pair's first pools (AMM v4, CPMM, DLMM) and its venue spread: what
+    `Market.ensure_seeded` stores, reproducible for a given seed (benchmarks use it as is)."""
+    rng = random.Random(seed)
+    seeded = []
+    for base_sym, quote_sym in PAIRS:
+        base, quote = resolve_token(base_sym), resolve_token(quote_sym)
+        assert base is not None and quote is not None
+        spread = Decimal(str(round(rng.uniform(0.02, 0.05), 5))) * rng.choice((1, -1))
+        seeded.append((base, quote, spread, _seed_pools(base, quote, spread, rng)))
+    return seeded
+
+
+def _seed_pools(base: Token, quote: Token, spread: Decimal, rng: random.Random) -> list[Pool]:
+    mid = price_to_base_units(base, quote, base.ref_price_usd / quote.ref_price_usd)
+    reserve_quote = int(_pool_liquidity_usd(base, quote) / quote.ref_price_usd) * 10**quote.decimals
+    volatile = not {base.symbol, quote.symbol} <= _MAJORS
+    ray_mid, met_mid = mid * (1 + spread / 2), mid * (1 - spread / 2)
+    cpmm_fee = 100 if volatile else 25
+    return [
+        Pool(
+            "raydium",
+            cp_new(
+                pool_address(RAYDIUM_AMM_V4, base.mint, quote.mint, "amm"),
+                RAYDIUM_AMM_V4,
+                base.mint,
+                quote.mint,
+                25,
+                ray_mid,
+                reserve_quote,
+            ),
+            0,
+        ),
+        Pool(
+            "raydium",
+            cp_new(
+                pool_address(RAYDIUM_CPMM, base.mint, quote.mint, f"cpmm{cpmm_fee}"),
+                RAYDIUM_CPMM,
+                base.mint,
+                quote.mint,
+                cpmm_fee,
+                ray_mid * Decimal(str(1 + rng.uniform(-0.004, 0.004))),
+                reserve_quote // 4,
+            ),
+            0,
+        ),
+        Pool(
+            "meteora",
+            dlmm_new(
+                pool_address(METEORA_DLMM, base.mint, quote.mint, "dlmm"),
+                base.mint,
+                quote.mint,
+                25 if volatile else 10,
+                met_mid,
+                reserve_quote,
+                bins_each_side=40,
+            ),
+            0,
+        ),
+    ]
+
+
 _DECODED_POOLS = 256  # a few states of every pool (PAIRS x 3 pools)
 # A pool read that takes longer fails, instead of holding every later read behind it.
 READ_TIMEOUT_S = 10.0
@@ -80,71 +142,19 @@ class Market:
         """Create the pools once per Redis; returns True when this call created them."""
         if not await self.redis.set(keys.MARKET_SEEDED, "seeding", nx=True):
             return False
-        rng = random.Random(self.settings.sim_seed)
         refs: dict[str, Decimal] = {}
-        for base_sym, quote_sym in PAIRS:
-            base, quote = resolve_token(base_sym), resolve_token(quote_sym)
-            assert base is not None and quote is not None
+        for base, quote, spread, pools in seed_market(self.settings.sim_seed):
             refs[base.symbol], refs[quote.symbol] = base.ref_price_usd, quote.ref_price_usd
-            spread = Decimal(str(round(rng.uniform(0.02, 0.05), 5))) * rng.choice((1, -1))
-            await self._seed_pair(base, quote, spread, rng)
+            await self._store_pair(base, quote, spread, pools)
         await self.redis.hset(keys.REF_PRICES, mapping={k: str(v) for k, v in refs.items()})
         await self.redis.setnx(keys.CLUSTER_GENESIS_MS, int(time.time() * 1000))
         await self.redis.set(keys.MARKET_SEEDED, "1")
         log.info("market seeded: %d pairs, 3 pools each", len(PAIRS))
         return True
 
-    async def _seed_pair(
-        self, base: Token, quote: Token, spread: Decimal, rng: random.Random
+    async def _store_pair(
+        self, base: Token, quote: Token, spread: Decimal, pools: list[Pool]
     ) -> None:
-        mid = price_to_base_units(base, quote, base.ref_price_usd / quote.ref_price_usd)
-        reserve_quote = (
-            int(_pool_liquidity_usd(base, quote) / quote.ref_price_usd) * 10**quote.decimals
-        )
-        volatile = not {base.symbol, quote.symbol} <= _MAJORS
-        ray_mid, met_mid = mid * (1 + spread / 2), mid * (1 - spread / 2)
-        cpmm_fee = 100 if volatile else 25
-        pools = [
-            Pool(
-                "raydium",
-                cp_new(
-                    pool_address(RAYDIUM_AMM_V4, base.mint, quote.mint, "amm"),
-                    RAYDIUM_AMM_V4,
-                    base.mint,
-                    quote.mint,
-                    25,
-                    ray_mid,
-                    reserve_quote,
-                ),
-                0,
-            ),
-            Pool(
-                "raydium",
-                cp_new(
-                    pool_address(RAYDIUM_CPMM, base.mint, quote.mint, f"cpmm{cpmm_fee}"),
-                    RAYDIUM_CPMM,
-                    base.mint,
-                    quote.mint,
-                    cpmm_fee,
-                    ray_mid * Decimal(str(1 + rng.uniform(-0.004, 0.004))),
-                    reserve_quote // 4,
-                ),
-                0,
-            ),
-            Pool(
-                "meteora",
-                dlmm_new(
-                    pool_address(METEORA_DLMM, base.mint, quote.mint, "dlmm"),
-                    base.mint,
-                    quote.mint,
-                    25 if volatile else 10,
-                    met_mid,
-                    reserve_quote,
-                    bins_each_side=40,
-                ),
-                0,
-            ),
-        ]
         pk = pair_key(base.mint, quote.mint)
         async with self.redis.pipeline(transaction=True) as pipe:
             for pool in pools:
