@@ -23,6 +23,7 @@ from shared.jobqueue import enqueue_order
 from shared.market.meteora import METEORA_DLMM, DlmmPool, bin_price, dlmm_fee_rate
 from shared.market.pools import SLIPPAGE_ERRORS, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
+from shared.market.router import RouteOptions
 from shared.market.tokens import PAIRS, Token, from_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
 from shared.sim.cluster import Cluster
@@ -153,8 +154,10 @@ async def test_each_venues_quote_equals_the_hand_computed_example(
 
 async def test_a_large_order_moves_the_pool_it_fills(stack: Stack) -> None:
     before = _by_dex(await _quote(stack, "SOL", "USDC", "1"))
+    # One pool only (splits and intermediate tokens have their own tests, test_routing.py).
     accepted = await stack.submit(
         {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "2000", "slippageBps": 100}
+        | {"onlyDirectRoutes": True, "maxSplits": 1}
     )
     events = await follow(accepted["wsUrl"])
     assert events[-1]["status"] == "confirmed", events[-1]
@@ -212,7 +215,9 @@ async def test_price_move_before_landing_fails_with_the_venues_error_and_retries
             if attempt in failed_attempts:
                 raw = await stack.redis.get(keys.signature_key(submitted[attempt]))
                 assert raw is not None
-                assert orjson.loads(raw)["err"] == SLIPPAGE_ERRORS[event["chosen"]]
+                record = orjson.loads(raw)  # the venue of the leg that failed, and its error
+                assert record["venue"] in {leg["dex"] for leg in event["routePlan"]}
+                assert record["err"] == SLIPPAGE_ERRORS[record["venue"]]
             if attempt > 1:
                 assert event["retryOf"]["code"] == "SLIPPAGE_EXCEEDED"
                 assert len(event["quotes"]) == 2  # both venues quoted again
@@ -239,7 +244,7 @@ async def test_every_confirmed_tx_hash_is_a_verifiable_signature_of_the_engine(
     await asyncio.gather(*(follow(a["wsUrl"]) for a in accepted))
 
     signers = set()
-    for (token_in, _, amount), order in zip(orders, accepted, strict=True):
+    for (token_in, out, amount), order in zip(orders, accepted, strict=True):
         detail = await _order(stack, order["orderId"])
         assert detail["status"] == "confirmed", detail
         tx = VersionedTransaction.from_bytes(base64.b64decode(detail["signedTransaction"]))
@@ -247,17 +252,25 @@ async def test_every_confirmed_tx_hash_is_a_verifiable_signature_of_the_engine(
         assert tx.verify_with_results() == [True]
         assert str(tx.message.account_keys[0]) == detail["signer"]
         signers.add(detail["signer"])
-        # The signed swap is the one the order describes: its pool, amount and minimum.
+        # The signed swaps are the route the order describes: its legs' pools, in order, the
+        # whole input spent by the first hop, and last-hop minimums that add up to the order's.
+        routing = next(e for e in detail["events"] if e["status"] == "routing")
+        legs = routing["routePlan"]
         account_keys = [str(k) for k in tx.message.account_keys]
-        (swap,) = [
+        swaps = [
             ix
             for ix in tx.message.instructions
             if account_keys[ix.program_id_index] in VENUE_PROGRAMS
         ]
-        assert account_keys[bytes(swap.accounts)[0]] == detail["pool"]
-        amount_in, min_out = struct.unpack("<QQ", bytes(swap.data)[-16:])
-        assert amount_in == _base_units(_token(token_in), amount)
-        assert min_out == _base_units(_token(detail["tokenOut"]), detail["minAmountOut"])
+        assert [account_keys[bytes(ix.accounts)[0]] for ix in swaps] == [
+            leg["pool"] for leg in legs
+        ]
+        amounts = [struct.unpack("<QQ", bytes(ix.data)[-16:]) for ix in swaps]
+        spent = [a for (a, _), leg in zip(amounts, legs, strict=True) if leg["tokenIn"] == token_in]
+        assert sum(spent) == _base_units(_token(token_in), amount)
+        final = [m for (_, m), leg in zip(amounts, legs, strict=True) if leg["tokenOut"] == out]
+        assert sum(final) >= _base_units(_token(out), detail["minAmountOut"])
+        assert sum(final) - len(final) < _base_units(_token(out), detail["minAmountOut"])
     assert signers == {str(load_keypair(stack.settings).pubkey())}
 
 
@@ -327,11 +340,20 @@ async def test_routing_picks_the_highest_net_output_in_random_trials(stack: Stac
 
         venues = _by_dex(body)
         outs = {dex: _base_units(token_out, q["amountOut"]) for dex, q in venues.items()}
-        assert body["chosen"] == max(outs, key=lambda dex: outs[dex]), body
         pools = await market.pools(token_in.mint, token_out.mint)
         best_out, best_pool = _best_output(pools, token_in.mint, _base_units(token_in, amount))
-        assert outs[body["chosen"]] == best_out, body
-        assert venues[body["chosen"]]["pool"] == best_pool
+        best_dex = max(outs, key=lambda dex: outs[dex])
+        assert outs[best_dex] == best_out and venues[best_dex]["pool"] == best_pool, body
+        # The route is that pool, or something that returns more (a split, a path through
+        # SOL/USDC/USDT), and says by how much.
+        single = body["bestSingle"]
+        assert (single["pool"], single["amountOut"]) == (best_pool, venues[best_dex]["amountOut"])
+        routed = _base_units(token_out, body["amountOut"])
+        assert routed >= best_out
+        gain = Decimal(body["improvementBps"])
+        assert gain == (Decimal((routed - best_out) * 10_000) / best_out).quantize(Decimal("0.01"))
+        if [leg["pool"] for leg in body["routePlan"]] == [best_pool]:
+            assert body["chosen"] == best_dex and gain == 0
     assert max(amounts_usd) / min(amounts_usd) > 1000  # the trials span the size range
 
 
@@ -431,11 +453,11 @@ async def test_recovery_after_a_crash_never_executes_twice(
     # What a worker does up to its crash: route, sign, record `building` + tx_pending, send.
     market = Market(stack.redis, stack.settings)
     cluster = Cluster(stack.redis, market, stack.settings)
-    route, _ = await market.route(SOL, USDC, amount_in)
-    assert route is not None
-    chosen = route.chosen
+    decision = await market.route(SOL, USDC, amount_in, RouteOptions(max_hops=0, max_splits=1))
+    assert decision is not None
+    chosen = decision.plan.main_leg
     keypair = load_keypair(stack.settings)
-    min_out = chosen.min_amount_out(50)
+    min_out = decision.plan.min_amount_out(50)
     blockhash, lvbh = await cluster.latest_blockhash()
     swap = SwapInstruction(
         program_id=chosen.pool.program_id,
@@ -446,7 +468,7 @@ async def test_recovery_after_a_crash_never_executes_twice(
         amount_in=amount_in,
         min_amount_out=min_out,
     )
-    signed = build_swap_transaction(keypair, swap, blockhash, 50_000, f"oee:{order_id}:1")
+    signed = build_swap_transaction(keypair, [swap], blockhash, 50_000, f"oee:{order_id}:1")
     assert stack.settings.database_url is not None
     db = await create_db_pool(stack.settings.database_url, min_size=1, max_size=1)
     try:

@@ -9,11 +9,10 @@ it. A second round starts from that smaller input. The best single pool wins whe
 costs less.
 """
 
-from shared.market.plan import Leg, RoutePlan
+from shared.market.plan import Decision, Leg, RoutePlan
 from shared.market.pools import Pool
 from shared.market.router import (
     EXACT_OUT_ROUNDS,
-    Decision,
     PoolsByPair,
     RouteOptions,
     explained,

@@ -5,24 +5,32 @@ How the per-leg guards are set (exact-in):
 * Legs of the last hop carry minimums that sum to at least the route's `min_amount_out`
   (``ceil(leg quote * total minimum / total quote)`` each), so every leg meeting its minimum
   means the total meets the order's.
-* Legs of an earlier hop must deliver what the next hop spends, which is fixed in its signed
-  instructions (a venue program swaps the amount it is given): their minimum is their quote.
-  A pool that moved against the order there fails the transaction with that venue's error and
-  the order is routed again; one that moved in its favour leaves the surplus of the
-  intermediate token in the engine's wallet.
+* A venue program swaps the amount its instruction names, so the next hop's inputs are fixed
+  when the transaction is signed. Each leg of an earlier hop may deliver up to
+  `HOP_SLIPPAGE_BPS` less than its quote (its minimum), and the next hop spends exactly the
+  sum of those minimums: it is always funded, and concurrent fills that move a pool a little
+  do not fail the route. The route is quoted, compared and guarded on those spent amounts, so
+  the order is never promised what the tolerance holds back; what an earlier hop delivers
+  above its minimum stays in the engine's wallet as the intermediate token.
 Exact-out routes are one hop: each leg's instruction names its exact output and the most it
 may spend (``floor(leg input * (1 + slippage))``), which sum to at most `max_amount_in`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from shared.market.routing import VenueQuote
-from shared.market.tokens import Token, from_base_units
+from shared.market.tokens import TOKENS, Token, from_base_units
 from shared.numbers import dec_str
 
 BPS = 10_000
+HOP_SLIPPAGE_BPS = 10  # what an intermediate hop may deliver below its quote
+
+
+def hop_minimum(quoted_out: int) -> int:
+    """The least an intermediate leg may deliver: what the next hop of its route spends."""
+    return quoted_out * (BPS - HOP_SLIPPAGE_BPS) // BPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +123,9 @@ class RoutePlan:
             ]
         wanted, quoted = self.min_amount_out(slippage_bps, floor_out), self.amount_out
         guards = [
-            LegGuard(leg, leg.amount_in, leg.amount_out) for hop in self.hops[:-1] for leg in hop
+            LegGuard(leg, leg.amount_in, hop_minimum(leg.amount_out))
+            for hop in self.hops[:-1]
+            for leg in hop
         ]
         guards += [
             LegGuard(leg, leg.amount_in, -(-leg.amount_out * wanted // quoted))
@@ -138,9 +148,60 @@ class RoutePlan:
                         "poolKind": leg.pool.kind,
                         "tokenIn": t_in.symbol,
                         "tokenOut": t_out.symbol,
-                        "amountIn": dec_str(from_base_units(t_in, leg.amount_in)),
-                        "amountOut": dec_str(from_base_units(t_out, leg.amount_out)),
+                        "amountIn": _human(t_in, leg.amount_in),
+                        "amountOut": _human(t_out, leg.amount_out),
                         "percent": dec_str(share.quantize(Decimal("0.01"))),
                     }
                 )
         return legs
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The route to take, the best single pool it was compared with, and why."""
+
+    plan: RoutePlan
+    best_single: VenueQuote | None
+    quotes: list[VenueQuote] = field(default_factory=list)  # best direct pool per venue
+    reason: str = ""
+
+    @property
+    def improvement_bps(self) -> Decimal:
+        """How much better than the best single pool, in bps of its output (exact-in) or of
+        its input (exact-out); 0 when there is no single pool or the route is that pool."""
+        single = self.best_single
+        if single is None:
+            return Decimal(0)
+        if self.plan.exact_out:
+            saved = single.amount_in - self.plan.amount_in
+            return Decimal(saved * BPS) / Decimal(single.amount_in)
+        gained = self.plan.amount_out - single.amount_out
+        return Decimal(gained * BPS) / Decimal(single.amount_out)
+
+    def to_event(
+        self, token_in: Token, token_out: Token, slippage_bps: int, floor_out: int = 0
+    ) -> dict[str, Any]:
+        """The decision as `/api/quotes` and the `routing` event show it."""
+        plan, single, exact_out = self.plan, self.best_single, self.plan.exact_out
+        tokens = {t.mint: t for t in (*TOKENS, token_in, token_out)}
+        return {
+            "swapMode": "ExactOut" if exact_out else "ExactIn",
+            "amountIn": _human(token_in, plan.amount_in),
+            "amountOut": _human(token_out, plan.amount_out),
+            "minAmountOut": _human(token_out, plan.min_amount_out(slippage_bps, floor_out)),
+            "maxAmountIn": _human(token_in, plan.max_amount_in(slippage_bps)),
+            "quotes": [
+                q.to_event(token_in, token_out, slippage_bps, exact_out) for q in self.quotes
+            ],
+            "chosen": plan.main_leg.dex,
+            "reason": self.reason,
+            "routePlan": plan.to_event(tokens),
+            "bestSingle": None
+            if single is None
+            else single.to_event(token_in, token_out, slippage_bps, exact_out),
+            "improvementBps": dec_str(self.improvement_bps.quantize(Decimal("0.01"))),
+        }
+
+
+def _human(token: Token, amount: int) -> str:
+    return dec_str(from_base_units(token, amount))

@@ -10,15 +10,15 @@ compared with it and replaced by it when it is not better.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from itertools import pairwise, permutations
 
-from shared.market.plan import BPS, Leg, RoutePlan
+from shared.market.plan import BPS, HOP_SLIPPAGE_BPS, Decision, Leg, RoutePlan, hop_minimum
 from shared.market.pools import VENUE_NAMES, Pool
 from shared.market.routing import VenueQuote, best_per_venue, choose_route
 from shared.market.split import best_single, split_exact_in
-from shared.market.tokens import TOKENS, Token, from_base_units
+from shared.market.tokens import TOKENS, Token, from_base_units, is_listed_pair
 from shared.market.types import InsufficientLiquidity
 from shared.numbers import dec_str
 
@@ -29,6 +29,7 @@ MAX_HOPS = 2  # intermediate tokens a route may pass through
 MAX_SPLITS = 3  # pools one hop may be split over (every pair has three)
 EXACT_OUT_ROUNDS = 2
 
+HOP_KEEP = Decimal(BPS - HOP_SLIPPAGE_BPS) / BPS  # what an intermediate hop passes on, at worst
 # An unordered pair of mints -> the pools that trade it.
 PoolsByPair = Mapping[frozenset[str], Sequence[Pool]]
 
@@ -44,31 +45,28 @@ class RouteOptions:
     intermediates: tuple[str, ...] = INTERMEDIATES
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The route to take, the best single pool it was compared with, and why."""
-
-    plan: RoutePlan
-    best_single: VenueQuote | None
-    quotes: list[VenueQuote] = field(default_factory=list)  # best direct pool per venue
-    reason: str = ""
-
-    @property
-    def improvement_bps(self) -> Decimal:
-        """How much better than the best single pool, in bps of its output (exact-in) or of
-        its input (exact-out); 0 when there is no single pool or the route is that pool."""
-        single = self.best_single
-        if single is None:
-            return Decimal(0)
-        if self.plan.exact_out:
-            saved = single.amount_in - self.plan.amount_in
-            return Decimal(saved * BPS) / Decimal(single.amount_in)
-        gained = self.plan.amount_out - single.amount_out
-        return Decimal(gained * BPS) / Decimal(single.amount_out)
-
-
 def pair(a: str, b: str) -> frozenset[str]:
     return frozenset((a, b))
+
+
+_LISTED = frozenset(
+    frozenset((a.mint, b.mint)) for a in TOKENS for b in TOKENS if is_listed_pair(a, b)
+)
+
+
+def hops_needed(
+    mint_in: str, mint_out: str, intermediates: Sequence[str] = INTERMEDIATES
+) -> int | None:
+    """The fewest intermediate tokens a route between two listed tokens needs over the listed
+    pairs (0: a pool trades the pair); None when no route within `MAX_HOPS` exists."""
+    listed = _LISTED
+    hubs = [m for m in intermediates if m not in (mint_in, mint_out)]
+    for n in range(MAX_HOPS + 1):
+        for middle in permutations(hubs, n):
+            path = (mint_in, *middle, mint_out)
+            if all(pair(a, b) in listed for a, b in pairwise(path)):
+                return n
+    return None
 
 
 def pairs_to_read(mint_in: str, mint_out: str, options: RouteOptions) -> list[frozenset[str]]:
@@ -118,7 +116,7 @@ def _bound(
         if not rates:
             return Decimal(0)
         value *= max(rates)
-    return value
+    return value * HOP_KEEP ** (len(path) - 2)
 
 
 def _route_on(
@@ -132,7 +130,8 @@ def _route_on(
         if not fills:
             return None
         hops.append(tuple(Leg.of(f, a, b) for f in fills))
-        amount = sum(f.amount_out for f in fills)
+        # The next hop spends what this one is sure to deliver (see shared.market.plan).
+        amount = sum(hop_minimum(f.amount_out) for f in fills)
     return RoutePlan(tuple(hops))
 
 

@@ -15,10 +15,13 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.batching import Coalescer
+from shared.market.exact_out import route_exact_out
 from shared.market.meteora import METEORA_DLMM, dlmm_new
+from shared.market.plan import Decision
 from shared.market.pools import VENUE_NAMES, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, cp_new
-from shared.market.routing import MAX_PRICE_IMPACT_PCT, Route, VenueQuote, choose_route
+from shared.market.router import RouteOptions, pairs_to_read, route_exact_in
+from shared.market.routing import MAX_PRICE_IMPACT_PCT, VenueQuote
 from shared.market.tokens import PAIRS, Token, price_to_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
 from shared.settings import Settings
@@ -27,6 +30,7 @@ from shared.sim.programs import pool_address
 log = logging.getLogger(__name__)
 
 QUOTE_LATENCY_S = 0.2
+DEFAULT_OPTIONS = RouteOptions()
 _STABLES = frozenset({"USDC", "USDT"})
 _MAJORS = frozenset({"SOL", "ETH", "BTC", "USDC", "USDT"})
 
@@ -249,10 +253,24 @@ class Market:
         return out, (None if out else why)
 
     async def route(
-        self, token_in: Token, token_out: Token, amount_in: int
-    ) -> tuple[Route | None, dict[str, str]]:
-        quotes, failed = await self.quotes(token_in, token_out, amount_in)
-        return choose_route(quotes, token_out, failed), failed
+        self,
+        token_in: Token,
+        token_out: Token,
+        amount: int,
+        options: RouteOptions = DEFAULT_OPTIONS,
+        exact_out: bool = False,
+    ) -> Decision | None:
+        """The best route for `amount` (of token_in, or of token_out when `exact_out`) over
+        the pools it may use, read in one round trip; None when nothing can fill it."""
+        wanted = pairs_to_read(token_in.mint, token_out.mint, options)
+        found, _ = await asyncio.gather(
+            asyncio.gather(*(self.pools(*sorted(p)) for p in wanted)),
+            self._latency(QUOTE_LATENCY_S),  # the venues are asked concurrently
+        )
+        pools = dict(zip(wanted, found, strict=True))
+        now_ts = int(time.time())
+        find = route_exact_out if exact_out else route_exact_in
+        return find(pools, token_in, token_out, amount, now_ts, options)
 
     # --- drift ---------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Building and signing real Solana versioned transactions for a swap."""
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
@@ -23,7 +24,9 @@ from shared.sim.programs import (
     encode_swap,
 )
 
-COMPUTE_UNIT_LIMIT = 200_000
+COMPUTE_UNIT_LIMIT = 200_000  # a one-leg route
+COMPUTE_UNITS_PER_EXTRA_LEG = 100_000
+MAX_COMPUTE_UNIT_LIMIT = 1_400_000  # the most a Solana transaction may ask for
 _SYNC_NATIVE = bytes([17])
 _CLOSE_ACCOUNT = bytes([9])
 _CREATE_IDEMPOTENT = bytes([1])
@@ -38,6 +41,7 @@ class SignedSwap:
     wrap_sol: bool
     unwrap_sol: bool
     compute_unit_price: int
+    compute_unit_limit: int = COMPUTE_UNIT_LIMIT
 
     @property
     def base64(self) -> str:
@@ -57,35 +61,56 @@ def _create_ata(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
     return Instruction(ATA_PROGRAM, _CREATE_IDEMPOTENT, accounts)
 
 
+def compute_unit_limit(legs: int) -> int:
+    """The compute budget a route of `legs` swap instructions asks for."""
+    return min(
+        COMPUTE_UNIT_LIMIT + COMPUTE_UNITS_PER_EXTRA_LEG * (legs - 1), MAX_COMPUTE_UNIT_LIMIT
+    )
+
+
 def build_swap_transaction(
-    keypair: Keypair, swap: SwapInstruction, blockhash: Hash, compute_unit_price: int, memo: str
+    keypair: Keypair,
+    swaps: Sequence[SwapInstruction],
+    blockhash: Hash,
+    compute_unit_price: int,
+    memo: str,
 ) -> SignedSwap:
-    """A v0 transaction: compute budget, memo, SOL wrap if paying SOL, swap, unwrap if
-    receiving SOL."""
+    """A v0 transaction for a route: compute budget, memo, the token accounts its legs pay
+    into, SOL wrapped if the route pays SOL, one swap instruction per leg in order, and the
+    wrapped-SOL account closed at the end whenever SOL passes through it (returning what the
+    legs did not spend or left over)."""
     owner = keypair.pubkey()
-    mint_in, mint_out = Pubkey.from_string(swap.mint_in), Pubkey.from_string(swap.mint_out)
-    source = get_associated_token_address(owner, mint_in)
-    destination = get_associated_token_address(owner, mint_out)
-    wrap, unwrap = swap.mint_in == NATIVE_SOL_MINT, swap.mint_out == NATIVE_SOL_MINT
+    first, last = swaps[0], swaps[-1]
+    wrap = first.mint_in == NATIVE_SOL_MINT
+    unwrap = last.mint_out == NATIVE_SOL_MINT
+    touches_sol = any(NATIVE_SOL_MINT in (s.mint_in, s.mint_out) for s in swaps)
+    limit = compute_unit_limit(len(swaps))
     ixs = [
-        set_compute_unit_limit(COMPUTE_UNIT_LIMIT),
+        set_compute_unit_limit(limit),
         set_compute_unit_price(compute_unit_price),
         # The memo (order id + attempt) makes each attempt's transaction unique: two identical
         # orders in the same slot would otherwise sign identical bytes, and a cluster keeps
         # only one transaction per signature.
         Instruction(MEMO_PROGRAM, memo.encode(), []),
-        _create_ata(owner, owner, mint_out),
     ]
+    outputs = list(dict.fromkeys(s.mint_out for s in swaps))
+    ixs += [_create_ata(owner, owner, Pubkey.from_string(m)) for m in outputs]
     if wrap:
+        source = get_associated_token_address(owner, Pubkey.from_string(NATIVE_SOL_MINT))
+        spend = sum(s.amount_in for s in swaps if s.mint_in == NATIVE_SOL_MINT)
         ixs += [
-            _create_ata(owner, owner, mint_in),
-            transfer(TransferParams(from_pubkey=owner, to_pubkey=source, lamports=swap.amount_in)),
+            _create_ata(owner, owner, Pubkey.from_string(NATIVE_SOL_MINT)),
+            transfer(TransferParams(from_pubkey=owner, to_pubkey=source, lamports=spend)),
             Instruction(TOKEN_PROGRAM, _SYNC_NATIVE, [AccountMeta(source, False, True)]),
         ]
-    ixs.append(encode_swap(swap, source, destination))
-    if unwrap:
+    for swap in swaps:
+        source = get_associated_token_address(owner, Pubkey.from_string(swap.mint_in))
+        destination = get_associated_token_address(owner, Pubkey.from_string(swap.mint_out))
+        ixs.append(encode_swap(swap, source, destination))
+    if touches_sol:
+        wsol = get_associated_token_address(owner, Pubkey.from_string(NATIVE_SOL_MINT))
         closing = [
-            AccountMeta(destination, False, True),
+            AccountMeta(wsol, False, True),
             AccountMeta(owner, False, True),
             AccountMeta(owner, True, False),
         ]
@@ -101,4 +126,5 @@ def build_swap_transaction(
         wrap_sol=wrap,
         unwrap_sol=unwrap,
         compute_unit_price=compute_unit_price,
+        compute_unit_limit=limit,
     )

@@ -8,11 +8,10 @@ from hypothesis import strategies as st
 
 from shared.market.exact_out import route_exact_out
 from shared.market.meteora import DlmmPool, dlmm_new
-from shared.market.plan import BPS, RoutePlan
+from shared.market.plan import BPS, Decision, RoutePlan, hop_minimum
 from shared.market.pools import Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool, cp_new
 from shared.market.router import (
-    Decision,
     PoolsByPair,
     RouteOptions,
     pair,
@@ -79,8 +78,10 @@ def test_two_hop_route_by_hand() -> None:
     # BTC has no pool with JUP; both trade against USDC (AMM v4, fee 25 bps, taken first):
     # hop 1, 1000 BTC units: fee ceil(1000 * 25 / 10000) = 3, net 997,
     #        out = floor(2e6 * 997 / (1e6 + 997)) = floor(1_994_000_000 / 1_000_997) = 1992 USDC
-    # hop 2, 1992 USDC units: fee ceil(1992 * 25 / 10000) = ceil(4.98) = 5, net 1987,
-    #        out = floor(1.5e6 * 1987 / (3e6 + 1987)) = floor(2_980_500_000 / 3_001_987) = 992 JUP
+    # hop 2 spends what hop 1 is sure to deliver, 10 bps below its quote:
+    #        floor(1992 * 9990 / 10000) = floor(1990.008) = 1990 USDC units;
+    #        fee ceil(1990 * 25 / 10000) = ceil(4.975) = 5, net 1985,
+    #        out = floor(1.5e6 * 1985 / (3e6 + 1985)) = floor(2_977_500_000 / 3_001_985) = 991 JUP
     pools = {
         pair(BTC.mint, USDC.mint): [_cp(1, BTC, USDC, 1_000_000, 2_000_000, 25)],
         pair(USDC.mint, JUP.mint): [_cp(2, USDC, JUP, 3_000_000, 1_500_000, 25)],
@@ -89,7 +90,9 @@ def test_two_hop_route_by_hand() -> None:
     assert decision is not None
     first, second = decision.plan.hops
     assert [(leg.amount_in, leg.amount_out, leg.fee_amount) for leg in first] == [(1000, 1992, 3)]
-    assert [(leg.amount_in, leg.amount_out, leg.fee_amount) for leg in second] == [(1992, 992, 5)]
+    assert [(leg.amount_in, leg.amount_out, leg.fee_amount) for leg in second] == [(1990, 991, 5)]
+    (guard, _) = decision.plan.guards(50)
+    assert (guard.amount_in, guard.min_amount_out) == (1000, 1990)
     assert decision.best_single is None and decision.improvement_bps == 0
     assert decision.reason.startswith("2 hops via USDC")
     assert [leg["tokenOut"] for leg in decision.plan.to_event(TOKENS_BY_MINT)] == ["USDC", "JUP"]
@@ -111,8 +114,10 @@ def test_per_leg_minimums_add_up_to_the_route_minimum() -> None:
     guards = plan.guards(slippage)
     first = [g for g in guards if g.leg in plan.hops[0]]
     last = [g for g in guards if g.leg in plan.hops[-1]]
-    # An earlier hop must deliver exactly what the next one spends.
-    assert [g.min_amount_out for g in first] == [leg.amount_out for leg in plan.hops[0]]
+    # An earlier hop must deliver at least what the next one spends, 10 bps below its quote.
+    assert [g.min_amount_out for g in first] == [
+        leg.amount_out * 9990 // 10_000 for leg in plan.hops[0]
+    ]
     assert sum(g.min_amount_out for g in first) == sum(g.amount_in for g in last)
     wanted = plan.amount_out * (BPS - slippage) // BPS
     assert plan.min_amount_out(slippage) == wanted
@@ -272,7 +277,9 @@ def test_multi_hop_routes_chain_their_hops_and_beat_the_direct_pool(
     assert plan.hops[0][0].mint_in == BTC.mint and plan.hops[-1][0].mint_out == JUP.mint
     assert plan.amount_in == amount
     for before, after in zip(plan.hops, plan.hops[1:], strict=False):
-        assert sum(leg.amount_out for leg in before) == sum(leg.amount_in for leg in after)
+        assert sum(hop_minimum(leg.amount_out) for leg in before) == sum(
+            leg.amount_in for leg in after
+        )
         assert {leg.mint_out for leg in before} == {leg.mint_in for leg in after}
     _check_conservation(plan)
 
