@@ -122,12 +122,14 @@ EXCLUDE_DEXES_SCHEMA = _VENUE_LIST | {"maxItems": len(VENUES) - 1}
 
 
 def _route_options(min_hops: int) -> dict[str, Any]:
-    """The route options' schemas for a pair that needs `min_hops` intermediate tokens."""
+    """The route options' schemas for a pair that needs `min_hops` intermediate tokens. The
+    variants leave `excludeDexes` out: an order gives it or `dexes`, never both, which JSON
+    Schema can say only with `not` (or twice the variants); the schema says less than is
+    accepted, never more."""
     direct_only = {"type": "boolean"} if min_hops == 0 else {"type": "boolean", "enum": [False]}
     return {
         "onlyDirectRoutes": direct_only | {"default": False},
         "dexes": DEXES_SCHEMA,
-        "excludeDexes": EXCLUDE_DEXES_SCHEMA,
         "maxHops": {"type": "integer", "minimum": min_hops, "maximum": MAX_HOPS, "default": 2},
         "maxSplits": {"type": "integer", "minimum": 1, "maximum": MAX_SPLITS, "default": 3},
     }
@@ -160,9 +162,7 @@ def _variant(
         properties |= {
             "maxPrice": PRICE_SCHEMA,
             "expiresInSeconds": EXPIRY_SCHEMA,
-            "dexes": DEXES_SCHEMA | {"contains": {"const": "raydium"}},
-            "excludeDexes": EXCLUDE_DEXES_SCHEMA
-            | {"items": {"type": "string", "enum": ["meteora"]}},
+            "dexes": {"enum": [["raydium"], ["raydium", "meteora"], ["meteora", "raydium"]]},
         }
         required += ["type"]
     return {
@@ -170,13 +170,12 @@ def _variant(
         "properties": properties,
         "required": required,
         "additionalProperties": False,
-        "not": {"required": ["dexes", "excludeDexes"]},
     }
 
 
 def _reachable(token: Token, hops: int, into: bool = False) -> list[Token]:
-    """The listed tokens a route from `token` (to it, with `into`) needs `hops`
-    intermediate tokens to reach."""
+    """The listed tokens a route from `token` (to it, with `into`) reaches with `hops`
+    intermediate tokens and no fewer."""
     return [
         t
         for t in TOKENS
@@ -193,8 +192,11 @@ def order_schema() -> dict[str, Any]:
     variants = []
     for order_type in ("market", "limit"):
         for token in TOKENS:
-            for hops in range(MAX_HOPS + 1):
-                partners = _reachable(token, hops)
+            # Pairs a route joins through one or two intermediate tokens share a variant that
+            # asks for maxHops 2 (one would do for some: the schema says less, never more).
+            direct = _reachable(token, 0)
+            indirect = [t for t in TOKENS if t is not token and t not in direct]
+            for partners, hops in ((direct, 0), (indirect, MAX_HOPS)):
                 if partners:
                     out = {"type": "string", "pattern": token_pattern(partners)}
                     variants.append(_variant(order_type, [token], out, min_hops=hops))
@@ -227,6 +229,8 @@ def order_schema() -> dict[str, Any]:
             "maxPrice": {"description": "sniper orders: at most tokenIn per tokenOut"},
             "expiresInSeconds": EXPIRY_SCHEMA,
             "clientOrderId": CLIENT_ORDER_ID_SCHEMA,
+            "excludeDexes": EXCLUDE_DEXES_SCHEMA
+            | {"description": "a venue the route may not use (instead of dexes)"},
         }
         | _route_options(0),
         "additionalProperties": False,

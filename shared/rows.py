@@ -79,6 +79,7 @@ class WaitingRow(_Row):
     amount_in: Decimal
     limit_price: Decimal | None
     expires_at: datetime | None
+    payload: dict[str, Any]  # the route options the order executes with
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,13 @@ def _bound(
     return value * HOP_KEEP ** (len(path) - 2)
 
 
+def rate_bound(pools: PoolsByPair, mint_in: str, mint_out: str, options: RouteOptions) -> Decimal:
+    """No route between the mints returns more output base units per input base unit, at any
+    size (0 when none exists)."""
+    paths = token_paths(pools, mint_in, mint_out, options)
+    return max((_bound(pools, p, 1, options) for p in paths), default=Decimal(0))
+
+
 def _route_on(
     pools: PoolsByPair, path: tuple[str, ...], amount: int, now_ts: int, options: RouteOptions
 ) -> RoutePlan | None:
@@ -228,7 +235,7 @@ def _reason(plan: RoutePlan, single: VenueQuote | None, token_in: Token, token_o
     shape = []
     if plan.is_multi_hop:
         via = [_symbol(hop[0].mint_out) for hop in plan.hops[:-1]]
-        shape.append(f"{len(plan.hops)} hops via {' → '.join(via)}")
+        shape.append(f"through {' → '.join(via)}")
     if plan.is_split:
         shape.append(f"split over {max(len(h) for h in plan.hops)} pools")
     what = ", ".join(shape) + f" ({len(plan.legs)} legs)"
@@ -239,7 +246,7 @@ def _reason(plan: RoutePlan, single: VenueQuote | None, token_in: Token, token_o
     else:
         amount = f"returns {_human(token_out, plan.amount_out)}"
     if single is None:
-        return f"{what} {amount}; no single pool can fill it"
+        return f"{what} {amount}; no direct pool can fill it"
     gain = Decision(plan, single).improvement_bps.quantize(Decimal("0.01"))
     return (
         f"{what} {amount}: +{gain} bps over the best single pool "

@@ -20,7 +20,7 @@ from shared.market.meteora import METEORA_DLMM, dlmm_new
 from shared.market.plan import Decision
 from shared.market.pools import VENUE_NAMES, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, cp_new
-from shared.market.router import RouteOptions, pairs_to_read, route_exact_in
+from shared.market.router import PoolsByPair, RouteOptions, pairs_to_read, route_exact_in
 from shared.market.routing import MAX_PRICE_IMPACT_PCT, VenueQuote
 from shared.market.tokens import PAIRS, Token, price_to_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
@@ -252,6 +252,14 @@ class Market:
         why = f"insufficient liquidity (or price impact over {MAX_PRICE_IMPACT_PCT}%)"
         return out, (None if out else why)
 
+    async def route_pools(
+        self, mint_in: str, mint_out: str, options: RouteOptions = DEFAULT_OPTIONS
+    ) -> PoolsByPair:
+        """The pools of every pair a route between the mints may use, in one round trip."""
+        wanted = pairs_to_read(mint_in, mint_out, options)
+        found = await asyncio.gather(*(self.pools(*sorted(p)) for p in wanted))
+        return dict(zip(wanted, found, strict=True))
+
     async def route(
         self,
         token_in: Token,
@@ -262,12 +270,10 @@ class Market:
     ) -> Decision | None:
         """The best route for `amount` (of token_in, or of token_out when `exact_out`) over
         the pools it may use, read in one round trip; None when nothing can fill it."""
-        wanted = pairs_to_read(token_in.mint, token_out.mint, options)
-        found, _ = await asyncio.gather(
-            asyncio.gather(*(self.pools(*sorted(p)) for p in wanted)),
+        pools, _ = await asyncio.gather(
+            self.route_pools(token_in.mint, token_out.mint, options),
             self._latency(QUOTE_LATENCY_S),  # the venues are asked concurrently
         )
-        pools = dict(zip(wanted, found, strict=True))
         now_ts = int(time.time())
         find = route_exact_out if exact_out else route_exact_in
         return find(pools, token_in, token_out, amount, now_ts, options)

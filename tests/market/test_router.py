@@ -94,7 +94,7 @@ def test_two_hop_route_by_hand() -> None:
     (guard, _) = decision.plan.guards(50)
     assert (guard.amount_in, guard.min_amount_out) == (1000, 1990)
     assert decision.best_single is None and decision.improvement_bps == 0
-    assert decision.reason.startswith("2 hops via USDC")
+    assert decision.reason.startswith("through USDC (2 legs)")
     assert [leg["tokenOut"] for leg in decision.plan.to_event(TOKENS_BY_MINT)] == ["USDC", "JUP"]
     # Direct routes only: nothing trades BTC for JUP.
     assert route_exact_in(pools, BTC, JUP, 1000, NOW, RouteOptions(max_hops=0)) is None
