@@ -24,7 +24,7 @@ from shared.market.meteora import METEORA_DLMM, DlmmPool, bin_price, dlmm_fee_ra
 from shared.market.pools import SLIPPAGE_ERRORS, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
 from shared.market.router import RouteOptions
-from shared.market.tokens import PAIRS, Token, from_base_units, resolve_token
+from shared.market.tokens import PAIRS, Token, from_base_units
 from shared.market.types import InsufficientLiquidity
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
@@ -32,24 +32,12 @@ from shared.sim.programs import SwapInstruction
 from shared.sim.transactions import build_swap_transaction
 from shared.sim.wallet import load_keypair
 from tests.conftest import Stack, StackFactory
-from tests.helpers import follow
+from tests.helpers import base_units, follow, listed
 
 VENUE_PROGRAMS = {RAYDIUM_AMM_V4, RAYDIUM_CPMM, METEORA_DLMM}
 
 
-def _token(symbol: str) -> Token:
-    token = resolve_token(symbol)
-    assert token is not None
-    return token
-
-
-SOL, USDC = _token("SOL"), _token("USDC")
-
-
-def _base_units(token: Token, human: str) -> int:
-    scaled = Decimal(human).scaleb(token.decimals)
-    assert scaled == scaled.to_integral_value(), human
-    return int(scaled)
+SOL, USDC = listed("SOL"), listed("USDC")
 
 
 async def _quote(stack: Stack, token_in: str, token_out: str, amount: str) -> dict[str, Any]:
@@ -127,7 +115,7 @@ def _meteora_by_hand(pool: DlmmPool, mint_in: str, amount_in: int) -> int:
 async def test_each_venues_quote_equals_the_hand_computed_example(
     stack: Stack, token_in: Token, token_out: Token, amount: str
 ) -> None:
-    amount_in = _base_units(token_in, amount)
+    amount_in = base_units(token_in, amount)
     pools = await Market(stack.redis, stack.settings).pools(token_in.mint, token_out.mint)
     raydium = {
         p.address: _raydium_by_hand(p.state, token_in.mint, amount_in)
@@ -146,10 +134,10 @@ async def test_each_venues_quote_equals_the_hand_computed_example(
     venues = _by_dex(await _quote(stack, token_in.symbol, token_out.symbol, amount))
     best_raydium = max(raydium, key=lambda address: raydium[address])
     assert venues["raydium"]["pool"] == best_raydium
-    assert _base_units(token_out, venues["raydium"]["amountOut"]) == raydium[best_raydium]
+    assert base_units(token_out, venues["raydium"]["amountOut"]) == raydium[best_raydium]
     (dlmm_address,) = meteora
     assert venues["meteora"]["pool"] == dlmm_address
-    assert _base_units(token_out, venues["meteora"]["amountOut"]) == meteora[dlmm_address]
+    assert base_units(token_out, venues["meteora"]["amountOut"]) == meteora[dlmm_address]
 
 
 async def test_a_large_order_moves_the_pool_it_fills(stack: Stack) -> None:
@@ -267,10 +255,10 @@ async def test_every_confirmed_tx_hash_is_a_verifiable_signature_of_the_engine(
         ]
         amounts = [struct.unpack("<QQ", bytes(ix.data)[-16:]) for ix in swaps]
         spent = [a for (a, _), leg in zip(amounts, legs, strict=True) if leg["tokenIn"] == token_in]
-        assert sum(spent) == _base_units(_token(token_in), amount)
+        assert sum(spent) == base_units(listed(token_in), amount)
         final = [m for (_, m), leg in zip(amounts, legs, strict=True) if leg["tokenOut"] == out]
-        assert sum(final) >= _base_units(_token(out), detail["minAmountOut"])
-        assert sum(final) - len(final) < _base_units(_token(out), detail["minAmountOut"])
+        assert sum(final) >= base_units(listed(out), detail["minAmountOut"])
+        assert sum(final) - len(final) < base_units(listed(out), detail["minAmountOut"])
     assert signers == {str(load_keypair(stack.settings).pubkey())}
 
 
@@ -303,7 +291,7 @@ async def test_pool_reads_asked_together_share_a_round_trip_and_see_earlier_writ
     a write sees it (that a read waits for the next flush rather than joining one in flight is
     `Coalescer`'s own test, in test_batching.py)."""
     market = Market(stack.redis, stack.settings)
-    sol, usdc, bonk = SOL, USDC, _token("BONK")
+    sol, usdc, bonk = SOL, USDC, listed("BONK")
 
     async def hvals_calls() -> int:
         return int((await stack.redis.info("commandstats"))["cmdstat_hvals"]["calls"])
@@ -332,23 +320,23 @@ async def test_routing_picks_the_highest_net_output_in_random_trials(stack: Stac
     for _ in range(40):
         base, quote = rng.choice(PAIRS)
         token_in, token_out = (
-            (_token(base), _token(quote)) if rng.random() < 0.5 else (_token(quote), _token(base))
+            (listed(base), listed(quote)) if rng.random() < 0.5 else (listed(quote), listed(base))
         )
         amount = _human_amount(rng, token_in)
         amounts_usd.append(Decimal(amount) * token_in.ref_price_usd)
         body = await _quote(stack, token_in.symbol, token_out.symbol, amount)
 
         venues = _by_dex(body)
-        outs = {dex: _base_units(token_out, q["amountOut"]) for dex, q in venues.items()}
+        outs = {dex: base_units(token_out, q["amountOut"]) for dex, q in venues.items()}
         pools = await market.pools(token_in.mint, token_out.mint)
-        best_out, best_pool = _best_output(pools, token_in.mint, _base_units(token_in, amount))
+        best_out, best_pool = _best_output(pools, token_in.mint, base_units(token_in, amount))
         best_dex = max(outs, key=lambda dex: outs[dex])
         assert outs[best_dex] == best_out and venues[best_dex]["pool"] == best_pool, body
         # The route is that pool, or something that returns more (a split, a path through
         # SOL/USDC/USDT), and says by how much.
         single = body["bestSingle"]
         assert (single["pool"], single["amountOut"]) == (best_pool, venues[best_dex]["amountOut"])
-        routed = _base_units(token_out, body["amountOut"])
+        routed = base_units(token_out, body["amountOut"])
         assert routed >= best_out
         gain = Decimal(body["improvementBps"])
         assert gain == (Decimal((routed - best_out) * 10_000) / best_out).quantize(Decimal("0.01"))
@@ -530,7 +518,7 @@ async def test_recovery_after_a_crash_never_executes_twice(
     assert await _signature_keys(stack) == [keys.signature_key(signed.signature)]
     record = orjson.loads(await stack.redis.get(keys.signature_key(signed.signature)))
     assert record["err"] is None
-    assert _base_units(USDC, confirmed["amountOut"]) == record["amountOut"]
+    assert base_units(USDC, confirmed["amountOut"]) == record["amountOut"]
     detail = await _order(stack, accepted["orderId"])
     assert (detail["status"], detail["txHash"], detail["attempts"]) == (
         "confirmed",

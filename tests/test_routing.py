@@ -17,28 +17,16 @@ from shared.db import create_pool as create_db_pool
 from shared.jobqueue import enqueue_order
 from shared.market.pools import SLIPPAGE_ERRORS, VENUE_NAMES, Pool
 from shared.market.router import RouteOptions
-from shared.market.tokens import Token, resolve_token
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
 from shared.sim.programs import VENUE_PROGRAMS
 from shared.sim.transactions import build_swap_transaction
 from shared.sim.wallet import load_keypair
 from tests.conftest import Stack, StackFactory
-from tests.helpers import follow
+from tests.helpers import base_units, follow, listed
 from worker.routing import swap_instructions
 
-
-def _token(symbol: str) -> Token:
-    token = resolve_token(symbol)
-    assert token is not None
-    return token
-
-
-SOL, USDC = _token("SOL"), _token("USDC")
-
-
-def _units(token: Token, human: str) -> int:
-    return int(Decimal(human).scaleb(token.decimals))
+SOL, USDC = listed("SOL"), listed("USDC")
 
 
 async def _quote(stack: Stack, **params: object) -> dict[str, Any]:
@@ -94,13 +82,13 @@ async def _check_fills(stack: Stack, confirmed: dict[str, Any], before: dict[str
     """Every leg's fill moved its pool by exactly its amounts, once."""
     after = await _pools(stack, list(before))
     for fill in confirmed["fills"]:
-        t_in, t_out = _token(fill["tokenIn"]), _token(fill["tokenOut"])
+        t_in, t_out = listed(fill["tokenIn"]), listed(fill["tokenOut"])
         old, new = before[fill["pool"]], after[fill["pool"]]
         assert new.version == old.version + 1
-        assert _holdings(new, t_in.mint) - _holdings(old, t_in.mint) == _units(
+        assert _holdings(new, t_in.mint) - _holdings(old, t_in.mint) == base_units(
             t_in, fill["amountIn"]
         )
-        assert _holdings(old, t_out.mint) - _holdings(new, t_out.mint) == _units(
+        assert _holdings(old, t_out.mint) - _holdings(new, t_out.mint) == base_units(
             t_out, fill["amountOut"]
         )
 
@@ -139,12 +127,14 @@ async def test_a_large_order_executes_as_a_split_with_per_leg_fills(stack: Stack
         (leg["dex"], leg["pool"]) for leg in legs
     ]
     spent = [struct.unpack("<QQ", data[-16:])[0] for _, _, data in swaps]
-    assert spent == [_units(SOL, leg["amountIn"]) for leg in legs]
+    assert spent == [base_units(SOL, leg["amountIn"]) for leg in legs]
 
     fills = confirmed["fills"]
     assert [f["pool"] for f in fills] == [leg["pool"] for leg in legs]
-    assert sum(_units(USDC, f["amountOut"]) for f in fills) == _units(USDC, confirmed["amountOut"])
-    assert _units(USDC, confirmed["amountOut"]) >= _units(USDC, building["minAmountOut"])
+    assert sum(base_units(USDC, f["amountOut"]) for f in fills) == base_units(
+        USDC, confirmed["amountOut"]
+    )
+    assert base_units(USDC, confirmed["amountOut"]) >= base_units(USDC, building["minAmountOut"])
     assert Decimal(confirmed["amountIn"]) == 2000
     await _check_fills(stack, confirmed, before)
 
@@ -232,8 +222,8 @@ async def test_an_exact_out_order_receives_exactly_the_amount(stack: Stack) -> N
     order = {"tokenIn": "SOL", "tokenOut": "USDC", "amountOut": "1500", "slippageBps": 50}
     quote = await _quote(stack, **order)
     assert quote["swapMode"] == "ExactOut" and quote["amountOut"] == "1500"
-    most = _units(SOL, quote["amountIn"]) * 10_050 // 10_000
-    assert _units(SOL, quote["maxAmountIn"]) <= most
+    most = base_units(SOL, quote["amountIn"]) * 10_050 // 10_000
+    assert base_units(SOL, quote["maxAmountIn"]) <= most
 
     accepted = await stack.submit(order)
     pending = await stack.http.get(f"/api/orders/{accepted['orderId']}")
@@ -243,7 +233,7 @@ async def test_an_exact_out_order_receives_exactly_the_amount(stack: Stack) -> N
     assert confirmed["status"] == "confirmed", confirmed
     assert confirmed["amountOut"] == "1500"
     building = _by_status(events, "building")
-    assert _units(SOL, confirmed["amountIn"]) <= _units(SOL, building["maxAmountIn"])
+    assert base_units(SOL, confirmed["amountIn"]) <= base_units(SOL, building["maxAmountIn"])
     detail = (await stack.http.get(f"/api/orders/{accepted['orderId']}")).json()
     assert (detail["amountOut"], detail["amountIn"]) == ("1500", confirmed["amountIn"])
     # Exact-out instructions: each names its exact output and the most it may spend.
@@ -252,7 +242,9 @@ async def test_an_exact_out_order_receives_exactly_the_amount(stack: Stack) -> N
     ):
         assert pool == leg["pool"] and VENUE_PROGRAMS[program] == leg["dex"]
         max_in, out = struct.unpack("<QQ", data[-16:])
-        assert out == _units(USDC, leg["amountOut"]) and max_in >= _units(SOL, leg["amountIn"])
+        assert out == base_units(USDC, leg["amountOut"]) and max_in >= base_units(
+            SOL, leg["amountIn"]
+        )
 
 
 async def test_a_large_exact_out_order_splits_and_still_receives_exactly(stack: Stack) -> None:
@@ -282,7 +274,7 @@ async def test_a_leg_whose_pool_moved_fails_the_whole_route_which_is_retried_who
     # A first attempt as a worker makes it: route, sign, record `building`, send...
     market = Market(stack.redis, stack.settings)
     cluster = Cluster(stack.redis, market, stack.settings)
-    decision = await market.route(SOL, USDC, _units(SOL, "2000"), RouteOptions(max_hops=0))
+    decision = await market.route(SOL, USDC, base_units(SOL, "2000"), RouteOptions(max_hops=0))
     assert decision is not None and len(decision.plan.legs) >= 2
     keypair = load_keypair(stack.settings)
     swaps = swap_instructions(decision.plan, str(keypair.pubkey()), 1, 0)  # a 1 bp guard

@@ -20,19 +20,14 @@ from shared.market.router import (
     token_paths,
 )
 from shared.market.split import best_single
-from shared.market.tokens import TOKENS, Token, resolve_token
+from shared.market.tokens import TOKENS, Token
 from shared.market.types import InsufficientLiquidity
+from tests.helpers import listed
 
 NOW = 1_700_000_000
 
 
-def _token(symbol: str) -> Token:
-    token = resolve_token(symbol)
-    assert token is not None
-    return token
-
-
-BTC, USDC, JUP, SOL, USDT = map(_token, ("BTC", "USDC", "JUP", "SOL", "USDT"))
+BTC, USDC, JUP, SOL, USDT = map(listed, ("BTC", "USDC", "JUP", "SOL", "USDT"))
 TOKENS_BY_MINT = {t.mint: t for t in TOKENS}
 
 
