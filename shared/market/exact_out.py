@@ -20,7 +20,7 @@ from shared.market.router import (
     usable_pools,
 )
 from shared.market.routing import MAX_PRICE_IMPACT_PCT, VenueQuote
-from shared.market.split import split_exact_in
+from shared.market.split import Curves, split_exact_in
 from shared.market.tokens import Token
 from shared.market.types import InsufficientLiquidity
 
@@ -75,7 +75,7 @@ def _split_for(
 ) -> RoutePlan | None:
     """Split `amount_out` in the proportions the exact-in split of `spend` gives, each part
     bought for its pool's least input; None when that is no split or a part cannot be bought."""
-    fills = split_exact_in(pools, mint_in, spend, now_ts, options.max_splits)
+    fills = split_exact_in(Curves(pools, mint_in, now_ts), spend, options.max_splits)
     if len(fills) < 2:
         return None
     total = sum(f.amount_out for f in fills)

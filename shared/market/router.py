@@ -17,7 +17,7 @@ from itertools import pairwise, permutations
 from shared.market.plan import BPS, HOP_SLIPPAGE_BPS, Decision, Leg, RoutePlan, hop_minimum
 from shared.market.pools import VENUE_NAMES, Pool
 from shared.market.routing import VenueQuote, best_per_venue, choose_route
-from shared.market.split import best_single, split_exact_in
+from shared.market.split import Curves, split_exact_in
 from shared.market.tokens import TOKENS, Token, from_base_units, is_listed_pair
 from shared.market.types import InsufficientLiquidity
 from shared.numbers import dec_str
@@ -101,57 +101,63 @@ def usable_pools(pools: PoolsByPair, a: str, b: str, options: RouteOptions) -> l
     return [p for p in pools.get(pair(a, b), ()) if p.venue in options.dexes]
 
 
-def _bound(
-    pools: PoolsByPair, path: tuple[str, ...], amount: int, options: RouteOptions
-) -> Decimal:
-    """No route on `path` returns more than this: each hop at its best pool's rate bound."""
-    value = Decimal(amount)
-    for a, b in _hops(path):
-        rates = []
-        for p in usable_pools(pools, a, b, options):
-            try:
-                rates.append(p.max_rate(a))
-            except InsufficientLiquidity:
-                continue
-        if not rates:
-            return Decimal(0)
-        value *= max(rates)
-    return value * HOP_KEEP ** (len(path) - 2)
+class _Search:
+    """One route search: the pools `options` allow, each hop's curves shared by every path
+    that crosses it (the same quotes and rate bounds are asked for many times)."""
+
+    def __init__(self, pools: PoolsByPair, options: RouteOptions, now_ts: int) -> None:
+        self.pools, self.options, self.now_ts = pools, options, now_ts
+        self._curves: dict[tuple[str, str], Curves] = {}
+
+    def curves(self, a: str, b: str) -> Curves:
+        found = self._curves.get((a, b))
+        if found is None:
+            usable = usable_pools(self.pools, a, b, self.options)
+            found = self._curves[a, b] = Curves(usable, a, self.now_ts)
+        return found
+
+    def bound(self, path: tuple[str, ...], amount: int) -> Decimal:
+        """No route on `path` returns more than this: each hop at its best pool's rate bound,
+        and each intermediate hop passing on `HOP_KEEP` of it."""
+        value = Decimal(amount)
+        for a, b in _hops(path):
+            curves = self.curves(a, b)
+            rates = []
+            for i in range(len(curves.pools)):
+                try:
+                    rates.append(curves.rate(i))
+                except InsufficientLiquidity:
+                    continue
+            if not rates:
+                return Decimal(0)
+            value *= max(rates)
+        return value * HOP_KEEP ** (len(path) - 2)
+
+    def route_on(self, path: tuple[str, ...], amount: int) -> RoutePlan | None:
+        """The best route on `path`: each hop split in turn."""
+        hops: list[tuple[Leg, ...]] = []
+        for a, b in _hops(path):
+            fills = split_exact_in(self.curves(a, b), amount, self.options.max_splits)
+            if not fills:
+                return None
+            hops.append(tuple(Leg.of(f, a, b) for f in fills))
+            # The next hop spends what this one is sure to deliver (see shared.market.plan).
+            amount = sum(hop_minimum(f.amount_out) for f in fills)
+        return RoutePlan(tuple(hops))
+
+    def direct_quotes(self, mint_in: str, mint_out: str, amount: int) -> list[VenueQuote]:
+        """Every usable direct pool's quote for the whole amount (those that can fill it)."""
+        curves = self.curves(mint_in, mint_out)
+        fills = (curves.fill(i, amount) for i in range(len(curves.pools)))
+        return [f for f in fills if f is not None]
 
 
 def rate_bound(pools: PoolsByPair, mint_in: str, mint_out: str, options: RouteOptions) -> Decimal:
     """No route between the mints returns more output base units per input base unit, at any
     size (0 when none exists)."""
+    search = _Search(pools, options, 0)
     paths = token_paths(pools, mint_in, mint_out, options)
-    return max((_bound(pools, p, 1, options) for p in paths), default=Decimal(0))
-
-
-def _route_on(
-    pools: PoolsByPair, path: tuple[str, ...], amount: int, now_ts: int, options: RouteOptions
-) -> RoutePlan | None:
-    hops: list[tuple[Leg, ...]] = []
-    for a, b in _hops(path):
-        fills = split_exact_in(
-            usable_pools(pools, a, b, options), a, amount, now_ts, options.max_splits
-        )
-        if not fills:
-            return None
-        hops.append(tuple(Leg.of(f, a, b) for f in fills))
-        # The next hop spends what this one is sure to deliver (see shared.market.plan).
-        amount = sum(hop_minimum(f.amount_out) for f in fills)
-    return RoutePlan(tuple(hops))
-
-
-def direct_quotes(
-    pools: PoolsByPair, mint_in: str, mint_out: str, amount: int, now_ts: int, options: RouteOptions
-) -> list[VenueQuote]:
-    """Every usable direct pool's quote for the whole amount (those that can fill it)."""
-    quotes = []
-    for p in usable_pools(pools, mint_in, mint_out, options):
-        fill = best_single([p], mint_in, amount, now_ts)
-        if fill is not None:
-            quotes.append(fill)
-    return quotes
+    return max((search.bound(p, 1) for p in paths), default=Decimal(0))
 
 
 def route_exact_in(
@@ -164,15 +170,16 @@ def route_exact_in(
 ) -> Decision | None:
     """The route with the highest output for `amount_in`; None when nothing can fill it."""
     mint_in, mint_out = token_in.mint, token_out.mint
-    quotes = direct_quotes(pools, mint_in, mint_out, amount_in, now_ts, options)
+    search = _Search(pools, options, now_ts)
+    quotes = search.direct_quotes(mint_in, mint_out, amount_in)
     single = max(quotes, key=lambda q: q.amount_out, default=None)
     best = None if single is None else single_plan(single, mint_in, mint_out)
     paths = token_paths(pools, mint_in, mint_out, options)
-    ranked = sorted(((_bound(pools, p, amount_in, options), p) for p in paths), reverse=True)
+    ranked = sorted(((search.bound(p, amount_in), p) for p in paths), reverse=True)
     for bound, path in ranked:
         if best is not None and bound <= best.amount_out:
             break  # no later path can beat it either: they are sorted by bound
-        plan = _route_on(pools, path, amount_in, now_ts, options)
+        plan = search.route_on(path, amount_in)
         if plan is not None and (best is None or plan.amount_out > best.amount_out):
             best = plan
     if best is None:

@@ -9,6 +9,7 @@ the best single pool (it compares, and keeps the single pool when the split is n
 """
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from shared.market.pools import Pool
 from shared.market.routing import MAX_PRICE_IMPACT_PCT, VenueQuote
@@ -20,12 +21,26 @@ MAX_MOVES_PER_LEVEL = 8
 MIN_LEG_BPS = 100  # a leg of less than 1 % of the hop is folded into the others
 
 
-class _Curves:
-    """Exact outputs of each pool at the amounts asked for, each computed once."""
+class Curves:
+    """Exact outputs of each pool of one hop at the amounts asked for, each computed once (a
+    route search asks for the same amounts again and again)."""
 
     def __init__(self, pools: Sequence[Pool], mint_in: str, now_ts: int) -> None:
         self.pools, self.mint_in, self.now_ts = pools, mint_in, now_ts
         self._seen: list[dict[int, SwapQuote | None]] = [{} for _ in pools]
+        self._rates: list[Decimal | None] = [None] * len(pools)
+
+    def rate(self, i: int) -> Decimal:
+        """Pool i's rate bound (`Pool.max_rate`); raises InsufficientLiquidity if it has none."""
+        rate = self._rates[i]
+        if rate is None:
+            rate = self._rates[i] = self.pools[i].max_rate(self.mint_in)
+        return rate
+
+    def fill(self, i: int, amount: int) -> VenueQuote | None:
+        """Pool i's quote for `amount` as a fill, or None when it cannot fill it usefully."""
+        q = self.quote(i, amount)
+        return None if q is None else _fill(self.pools[i], q)
 
     def quote(self, i: int, amount: int) -> SwapQuote | None:
         """Pool i's quote for `amount`, or None when it cannot fill it usefully."""
@@ -55,13 +70,8 @@ class _Curves:
         return None if any(o is None for o in outs) else sum(o or 0 for o in outs)
 
 
-def best_single(pools: Sequence[Pool], mint_in: str, amount: int, now_ts: int) -> VenueQuote | None:
+def best_single(curves: Curves, amount: int) -> VenueQuote | None:
     """The pool with the highest output for the whole amount, or None if none can fill it."""
-    curves = _Curves(pools, mint_in, now_ts)
-    return _single(curves, amount)
-
-
-def _single(curves: _Curves, amount: int) -> VenueQuote | None:
     i = _best_index(curves, amount)
     if i is None:
         return None
@@ -74,19 +84,17 @@ def _fill(pool: Pool, q: SwapQuote) -> VenueQuote:
     return VenueQuote(pool, q.amount_in, q.amount_out, q.fee_amount, q.price_impact_pct)
 
 
-def _best_index(curves: _Curves, amount: int) -> int | None:
+def _best_index(curves: Curves, amount: int) -> int | None:
     outs = [(out, i) for i in range(len(curves.pools)) if (out := curves.out(i, amount))]
     return max(outs)[1] if outs else None
 
 
-def split_exact_in(
-    pools: Sequence[Pool], mint_in: str, amount: int, now_ts: int, max_splits: int
-) -> list[VenueQuote]:
-    """The allocation of `amount` over at most `max_splits` of `pools` with the highest total
-    output, as fills whose inputs sum to `amount`; [] when no allocation can fill it. One
-    fill when no split beats the best single pool."""
-    curves = _Curves(pools, mint_in, now_ts)
-    single = _single(curves, amount)
+def split_exact_in(curves: Curves, amount: int, max_splits: int) -> list[VenueQuote]:
+    """The allocation of `amount` over at most `max_splits` of the pools with the highest
+    total output, as fills whose inputs sum to `amount`; [] when no allocation can fill it.
+    One fill when no split beats the best single pool."""
+    pools = curves.pools
+    single = best_single(curves, amount)
     fills = [single] if single is not None else []
     if len(pools) < 2 or max_splits < 2 or amount < CHUNKS or _single_is_best(curves, amount):
         return fills
@@ -105,7 +113,7 @@ def split_exact_in(
     ]
 
 
-def _single_is_best(curves: _Curves, amount: int) -> bool:
+def _single_is_best(curves: Curves, amount: int) -> bool:
     """True when moving even one chunk off the best pool cannot pay: the best pool's last
     chunk earns at least what any other pool could ever pay for it (its rate bound). For
     small orders this settles the question with one extra quote."""
@@ -116,14 +124,13 @@ def _single_is_best(curves: _Curves, amount: int) -> bool:
     last = curves.gain(i, amount - chunk, chunk)
     if last is None:
         return False
-    return all(
-        last >= chunk * other.max_rate(curves.mint_in)
-        for j, other in enumerate(curves.pools)
-        if j != i
-    )
+    try:
+        return all(last >= chunk * curves.rate(j) for j in range(len(curves.pools)) if j != i)
+    except InsufficientLiquidity:  # a pool with nothing to give: let the search find out
+        return False
 
 
-def _greedy(curves: _Curves, amount: int) -> list[int] | None:
+def _greedy(curves: Curves, amount: int) -> list[int] | None:
     """Hand `amount` out in CHUNKS near-equal chunks, each to the pool whose output it raises
     most; None if some chunk fits no pool."""
     alloc = [0] * len(curves.pools)
@@ -138,7 +145,7 @@ def _greedy(curves: _Curves, amount: int) -> list[int] | None:
     return alloc
 
 
-def _refine(curves: _Curves, alloc: list[int], chunk: int) -> None:
+def _refine(curves: Curves, alloc: list[int], chunk: int) -> None:
     """Move input between pairs of pools in halving steps while a move raises the total."""
     step = chunk // 2
     for _ in range(REFINE_LEVELS):
@@ -154,7 +161,7 @@ def _refine(curves: _Curves, alloc: list[int], chunk: int) -> None:
         step //= 2
 
 
-def _best_move(curves: _Curves, alloc: list[int], step: int) -> tuple[int, int] | None:
+def _best_move(curves: Curves, alloc: list[int], step: int) -> tuple[int, int] | None:
     best, found = 0, None
     for src, have in enumerate(alloc):
         if have < step:
@@ -171,7 +178,7 @@ def _best_move(curves: _Curves, alloc: list[int], step: int) -> tuple[int, int] 
     return found
 
 
-def _prune(curves: _Curves, alloc: list[int], amount: int, max_splits: int) -> None:
+def _prune(curves: Curves, alloc: list[int], amount: int, max_splits: int) -> None:
     """Fold legs that are too small to be worth an instruction (or beyond `max_splits`) into
     the pool that pays most for their input, smallest first."""
     while True:

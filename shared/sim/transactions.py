@@ -3,6 +3,7 @@
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
@@ -48,13 +49,19 @@ class SignedSwap:
         return base64.b64encode(self.raw).decode()
 
 
-def _create_ata(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
-    ata = get_associated_token_address(owner, mint)
+@lru_cache(maxsize=1024)
+def _ata(owner: Pubkey, mint: str) -> Pubkey:
+    """The owner's associated token account for `mint` (a PDA search: worth remembering)."""
+    return get_associated_token_address(owner, Pubkey.from_string(mint))
+
+
+def _create_ata(payer: Pubkey, owner: Pubkey, mint: str) -> Instruction:
+    ata = _ata(owner, mint)
     accounts = [
         AccountMeta(payer, is_signer=True, is_writable=True),
         AccountMeta(ata, is_signer=False, is_writable=True),
         AccountMeta(owner, is_signer=False, is_writable=False),
-        AccountMeta(mint, is_signer=False, is_writable=False),
+        AccountMeta(Pubkey.from_string(mint), is_signer=False, is_writable=False),
         AccountMeta(SYSTEM_PROGRAM, is_signer=False, is_writable=False),
         AccountMeta(TOKEN_PROGRAM, is_signer=False, is_writable=False),
     ]
@@ -94,21 +101,19 @@ def build_swap_transaction(
         Instruction(MEMO_PROGRAM, memo.encode(), []),
     ]
     outputs = list(dict.fromkeys(s.mint_out for s in swaps))
-    ixs += [_create_ata(owner, owner, Pubkey.from_string(m)) for m in outputs]
+    ixs += [_create_ata(owner, owner, m) for m in outputs]
     if wrap:
-        source = get_associated_token_address(owner, Pubkey.from_string(NATIVE_SOL_MINT))
+        source = _ata(owner, NATIVE_SOL_MINT)
         spend = sum(s.amount_in for s in swaps if s.mint_in == NATIVE_SOL_MINT)
         ixs += [
-            _create_ata(owner, owner, Pubkey.from_string(NATIVE_SOL_MINT)),
+            _create_ata(owner, owner, NATIVE_SOL_MINT),
             transfer(TransferParams(from_pubkey=owner, to_pubkey=source, lamports=spend)),
             Instruction(TOKEN_PROGRAM, _SYNC_NATIVE, [AccountMeta(source, False, True)]),
         ]
     for swap in swaps:
-        source = get_associated_token_address(owner, Pubkey.from_string(swap.mint_in))
-        destination = get_associated_token_address(owner, Pubkey.from_string(swap.mint_out))
-        ixs.append(encode_swap(swap, source, destination))
+        ixs.append(encode_swap(swap, _ata(owner, swap.mint_in), _ata(owner, swap.mint_out)))
     if touches_sol:
-        wsol = get_associated_token_address(owner, Pubkey.from_string(NATIVE_SOL_MINT))
+        wsol = _ata(owner, NATIVE_SOL_MINT)
         closing = [
             AccountMeta(wsol, False, True),
             AccountMeta(owner, False, True),

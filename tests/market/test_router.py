@@ -19,7 +19,7 @@ from shared.market.router import (
     route_exact_in,
     token_paths,
 )
-from shared.market.split import best_single
+from shared.market.split import Curves, best_single
 from shared.market.tokens import TOKENS, Token
 from shared.market.types import InsufficientLiquidity
 from tests.helpers import listed
@@ -224,7 +224,7 @@ def _holdings(pool: Pool, mint_in: str) -> tuple[int, int]:
 
 
 def _best_single_out(pools: PoolsByPair, a: Token, b: Token, amount: int) -> int:
-    fill = best_single(list(pools.get(pair(a.mint, b.mint), [])), a.mint, amount, NOW)
+    fill = best_single(Curves(list(pools.get(pair(a.mint, b.mint), [])), a.mint, NOW), amount)
     return 0 if fill is None else fill.amount_out
 
 
