@@ -26,7 +26,7 @@ from solders.transaction import VersionedTransaction
 from shared import keys
 from shared.market.pools import Pool
 from shared.settings import Settings
-from shared.sim.execution import Outcome, execute_route
+from shared.sim.execution import execute_route
 from shared.sim.market import Market, pair_key
 from shared.sim.programs import VENUE_PROGRAMS, SwapInstruction, decode_swap
 
@@ -249,10 +249,11 @@ class Cluster:
         for _ in range(_MAX_CAS_TRIES):
             await self._read_missing(pools, addresses, swaps)
             outcome = execute_route(pools, swaps, int(time.time()))
+            written = {a: outcome.pools[a].dumps().encode() for a in outcome.changed}
             args: list[bytes | str | int | float] = [lvbh, self.slot_ms]
             args += [orjson.dumps(outcome.record), self._confirm_delay_ms(), SIGNATURE_TTL_S]
             for address in addresses:
-                args += _pool_args(outcome, pools[address])
+                args += [pools[address].version, address, written.get(address, b"")]
             result, detail = await self._send(
                 keys=[keys.signature_key(signature), keys.CLUSTER_GENESIS_MS]
                 + [k for a in addresses for k in _pool_keys(pools[a])],
@@ -264,6 +265,8 @@ class Cluster:
                 self.height = max(self.height, int(landed["slot"]) - 1)
             if result == "ok":
                 self._last_written.update(outcome.pools)
+                for address, raw in written.items():
+                    self.market.remember(raw, outcome.pools[address])
                 self._remember_landing(signature, landed)
             if result == "expired":
                 raise BlockhashNotFound("Blockhash not found")
@@ -338,12 +341,6 @@ class Cluster:
 
 def _pool_keys(pool: Pool) -> list[str]:
     return [keys.pools_key(pair_key(*pool.mints)), keys.pool_version_key(pool.address)]
-
-
-def _pool_args(outcome: Outcome, read: Pool) -> list[bytes | str | int | float]:
-    """A pool's compare-and-set arguments: the version read, and its new JSON if it moved."""
-    changed = read.address in outcome.changed
-    return [read.version, read.address, outcome.pools[read.address].dumps() if changed else ""]
 
 
 def _find_swaps(tx: VersionedTransaction) -> list[SwapInstruction]:

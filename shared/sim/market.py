@@ -198,10 +198,15 @@ class Market:
         pool = self._decoded.get(raw)
         if pool is None:
             pool = Pool.loads(raw)
-            if len(self._decoded) >= _DECODED_POOLS:
-                del self._decoded[next(iter(self._decoded))]  # the oldest
-            self._decoded[raw] = pool
+            self.remember(raw, pool)
         return pool
+
+    def remember(self, raw: bytes, pool: Pool) -> None:
+        """`raw` is `pool`'s stored JSON: a read that finds it need not decode it (the cluster
+        tells this after each write, so the next route's read of that pool costs nothing)."""
+        if len(self._decoded) >= _DECODED_POOLS:
+            del self._decoded[next(iter(self._decoded))]  # the oldest
+        self._decoded[raw] = pool
 
     async def write_pool(self, pool: Pool, expected_version: int) -> bool:
         """Store `pool` if nobody wrote that pool since `expected_version` was read."""
