@@ -141,11 +141,16 @@ class RiskChecks:
                 )
 
     async def notional_usd(self, order: NewOrder) -> Decimal | None:
-        """`amountIn` in USD at tokenIn's reference price (None if it has none)."""
-        price = (await self._reference_prices()).get(order.token_in.symbol)
+        """`amountIn` in USD at tokenIn's reference price, or an exact-out order's `amountOut`
+        at tokenOut's (None if the token has none)."""
+        token, amount = order.token_in, order.amount_in
+        if amount is None:
+            token, amount = order.token_out, order.amount_out
+        assert amount is not None  # validate_order requires one of the two
+        price = (await self._reference_prices()).get(token.symbol)
         if price is None:
             return None
-        return (from_base_units(order.token_in, order.amount_in) * price).quantize(Decimal("0.01"))
+        return (from_base_units(token, amount) * price).quantize(Decimal("0.01"))
 
     async def _reference_prices(self) -> dict[str, Decimal]:
         now = time.monotonic()

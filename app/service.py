@@ -30,8 +30,8 @@ from shared.errors import (
 )
 from shared.jobqueue import enqueue_order
 from shared.logs import ORDER_ID, REQUEST_ID
-from shared.market.routing import choose_route
-from shared.market.tokens import Token, from_base_units, resolve_token, unlisted_token
+from shared.market.routing import MAX_PRICE_IMPACT_PCT
+from shared.market.tokens import from_base_units, resolve_token, unlisted_token
 from shared.models import (
     TERMINAL_STATUSES,
     NewOrder,
@@ -247,7 +247,9 @@ def order_public(row: OrderRow) -> dict[str, Any]:
         status=row.status,
         token_in=_symbol(row.token_in),
         token_out=_symbol(row.token_out),
-        amount_in=_amount(row.token_in, row.amount_in) or "0",
+        amount_in=_amount(row.token_in, row.amount_in),
+        exact_amount_out=_amount(row.token_out, row.exact_amount_out),
+        swap_mode="ExactIn" if row.exact_amount_out is None else "ExactOut",
         slippage_bps=row.slippage_bps,
         client_order_id=row.client_order_id,
         dex_chosen=row.dex_chosen,
@@ -389,31 +391,26 @@ def _figures(
     )
 
 
-async def quote(
-    redis: Dependency[ArqRedis],
-    market: Market,
-    token_in: Token,
-    token_out: Token,
-    amount_in: int,
-    slippage_bps: int,
-) -> dict[str, Any]:
-    quotes, failed = await redis.run(lambda _: market.quotes(token_in, token_out, amount_in))
-    route = choose_route(quotes, token_out, failed)
-    if route is None:
-        why = "; ".join(f"{v}: {e}" for v, e in failed.items())
+async def quote(redis: Dependency[ArqRedis], market: Market, order: NewOrder) -> dict[str, Any]:
+    """The route the engine would take for `order` now, without executing it."""
+    exact_out = order.amount_out is not None
+    amount = order.amount_out if exact_out else order.amount_in
+    assert amount is not None  # validate_order requires one of the two
+    decision = await redis.run(
+        lambda _: market.route(order.token_in, order.token_out, amount, order.route, exact_out)
+    )
+    if decision is None:
+        field = "amountOut" if exact_out else "amountIn"
         raise InvalidOrder(
-            f"no venue can fill this order ({why})",
-            [{"field": "amountIn", "message": "insufficient liquidity"}],
+            "no route can fill this order (insufficient liquidity, or price impact over "
+            f"{MAX_PRICE_IMPACT_PCT}%)",
+            [{"field": field, "message": "insufficient liquidity"}],
         )
     return {
-        "tokenIn": token_in.symbol,
-        "tokenOut": token_out.symbol,
-        "amountIn": dec_str(from_base_units(token_in, amount_in)),
-        "slippageBps": slippage_bps,
-        "quotes": [q.to_event(token_in, token_out, slippage_bps) for q in route.quotes],
-        "chosen": route.chosen.dex,
-        "reason": route.reason,
-    }
+        "tokenIn": order.token_in.symbol,
+        "tokenOut": order.token_out.symbol,
+        "slippageBps": order.slippage_bps,
+    } | decision.to_event(order.token_in, order.token_out, order.slippage_bps)
 
 
 async def cancel_order(res: Resources, order_id: str, account: str) -> dict[str, Any]:

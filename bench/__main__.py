@@ -22,15 +22,16 @@ from bench.clients import say
 from bench.profile import Profiling
 from bench.stack import Servers
 
-QUICK = ("e2e", "realistic", "fanout", "soak")
+QUICK = ("e2e", "realistic", "fanout", "soak", "routing")
 # Focused benchmarks of one component, run in full mode or with --only. Each module has
 # `Config` and `async run(servers, cfg) -> dict`.
 EXTRAS = {
+    "routing": "bench.routing",  # smart order routing: gains, splits, hops, time per route
     "triggers": "bench.triggers",  # market loop with 10,000 open limit orders
     "venue_gap": "bench.venue_gap",  # price gap between the venues as the market drifts
     "metrics": "bench.metrics_cost",  # what each Prometheus metric costs per order
 }
-SCENARIOS = QUICK + tuple(EXTRAS)
+SCENARIOS = tuple(dict.fromkeys(QUICK + tuple(EXTRAS)))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -76,7 +76,8 @@ def routing_detail(row: OrderRow, event: Mapping[str, Any]) -> str:
     unit = row.spec.token_out
     offers = " vs ".join(f"{venue_name(d)} {fmt_amount(a)} {unit}" for d, a in row.quotes.items())
     gap = fmt_gap(row.gap_pct)
-    return f"{offers or 'no quotes'} → {venue_name(row.venue)}" + (f" ({gap})" if gap else "")
+    text = f"{offers or 'no direct pool'} → {venue_name(row.venue)}" + (f" ({gap})" if gap else "")
+    return f"{text}; route {row.route}" if row.route else text
 
 
 def building_detail(row: OrderRow, event: Mapping[str, Any]) -> str:

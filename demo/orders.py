@@ -12,7 +12,9 @@ from demo.values import plain, to_decimal
 DEFAULT_PAIRS = (
     "SOL/USDC:1.5",
     "USDC/SOL:250",
+    "BTC/BONK:0.05",  # no pool trades the pair: a route through USDC and SOL
     "SOL/USDT:3",
+    "SOL/USDC:2500",  # large: usually split over the pair's pools
     "ETH/USDC:0.4",
     "BONK/SOL:5000000",
     "BTC/USDC:0.02",
@@ -81,7 +83,14 @@ def market_specs(pairs: Sequence[OrderSpec], count: int) -> list[OrderSpec]:
 
 
 def best_quote_price(payload: Mapping[str, Any]) -> Decimal | None:
-    """The price of the venue GET /api/quotes would choose (else the best one quoted)."""
+    """The price of the route GET /api/quotes would take; from an engine without routes, that
+    of the venue it would choose (else the best one quoted)."""
+    routed_in, routed_out = (
+        to_decimal(payload.get("amountIn")),
+        to_decimal(payload.get("amountOut")),
+    )
+    if payload.get("routePlan") and routed_in and routed_out is not None:
+        return routed_out / routed_in
     quotes = [q for q in payload.get("quotes") or [] if isinstance(q, Mapping)]
     chosen = [q for q in quotes if q.get("dex") == payload.get("chosen")]
     prices = [p for q in chosen or quotes if (p := to_decimal(q.get("price"))) is not None]

@@ -75,7 +75,8 @@ def stepper(row: OrderRow, tick: int) -> Text:
 
 def route_cell(row: OrderRow) -> Text:
     if not row.quotes:
-        return Text.assemble(("-", "dim"), "\n", (row.message or row.reason, "dim italic"))
+        head = row.route or "-"
+        return Text.assemble((head, "dim"), "\n", (row.message or row.reason, "dim italic"))
     text = Text()
     order = [d for d in VENUES if d in row.quotes] + [d for d in row.quotes if d not in VENUES]
     for i, dex in enumerate(order):

@@ -40,6 +40,7 @@ class OrderRow:
     venue: str | None = None
     quotes: dict[str, Decimal] = field(default_factory=dict)
     reason: str = ""
+    route: str = ""  # the route's hops and pools, when it is more than one pool
     message: str = ""
     tx_hash: str | None = None
     executed_price: Decimal | None = None
@@ -116,7 +117,26 @@ def apply_routing(row: OrderRow, event: Mapping[str, Any]) -> None:
     }
     row.venue = text_of(event.get("chosen")) or None
     row.reason = text_of(event.get("reason"))
+    legs = [leg for leg in event.get("routePlan") or [] if isinstance(leg, Mapping)]
+    row.route = route_summary(legs) if len(legs) > 1 else ""
     row.tx_hash = None  # a retry: the previous attempt's transaction is history
+
+
+def route_summary(legs: list[Mapping[str, Any]]) -> str:
+    """`SOL → USDT (Raydium AMM v4 80 %, Raydium CPMM 0.25% 20 %) → USDC (Meteora DLMM bin 10)`:
+    each hop's token and the pools it is split over, with their shares."""
+    hops: dict[tuple[str, str], list[str]] = {}
+    for leg in legs:
+        hop = (text_of(leg.get("tokenIn")), text_of(leg.get("tokenOut")))
+        share = text_of(leg.get("percent"))
+        pool = f"{text_of(leg.get('dex')).capitalize()} {text_of(leg.get('poolKind'))}".strip()
+        hops.setdefault(hop, []).append(f"{pool} {share} %" if share not in ("", "100") else pool)
+    if not hops:
+        return ""
+    text = next(iter(hops))[0]
+    for (_, token_out), pools in hops.items():
+        text += f" → {token_out} ({', '.join(pools)})"
+    return text
 
 
 def apply_confirmed(row: OrderRow, event: Mapping[str, Any]) -> None:

@@ -12,8 +12,10 @@ cannot express; the pattern beside it is the necessary shape.
 import re
 from typing import Any
 
-from shared.market.tokens import RESERVED_ADDRESSES, TOKENS, Token, is_listed_pair
+from shared.market.router import MAX_HOPS, MAX_SPLITS, hops_needed
+from shared.market.tokens import RESERVED_ADDRESSES, TOKENS, Token
 from shared.numbers import MAX_DECIMAL_CHARS
+from shared.routewire import VENUES
 
 U64_MAX = 2**64 - 1
 MAX_AMOUNT_HUMAN_DIGITS = 12  # amounts below 10**12 human units (and within a u64)
@@ -100,9 +102,9 @@ def new_mint_schema(description: str) -> dict[str, Any]:
     }
 
 
-def _amount(token_decimals: int) -> dict[str, Any]:
+def _amount(token_decimals: int, whose: str = "tokenIn") -> dict[str, Any]:
     return positive_decimal_schema(
-        token_decimals, amount_digits(token_decimals), "human units of tokenIn, > 0"
+        token_decimals, amount_digits(token_decimals), f"human units of {whose}, > 0"
     )
 
 
@@ -110,23 +112,58 @@ PRICE_SCHEMA = positive_decimal_schema(MAX_PRICE_PLACES, MAX_PRICE_DIGITS, "a pr
 SLIPPAGE_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}
 EXPIRY_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY_S}
 CLIENT_ORDER_ID_SCHEMA = text_schema(MAX_TEXT, "optional, echoed back; no control characters")
+_VENUE_LIST: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "enum": list(VENUES)},
+    "uniqueItems": True,
+}
+DEXES_SCHEMA = _VENUE_LIST | {"minItems": 1, "maxItems": len(VENUES)}
+EXCLUDE_DEXES_SCHEMA = _VENUE_LIST | {"maxItems": len(VENUES) - 1}
 
 
-def _variant(order_type: str, tokens_in: list[Token], token_out: dict[str, Any]) -> dict[str, Any]:
+def _route_options(min_hops: int) -> dict[str, Any]:
+    """The route options' schemas for a pair that needs `min_hops` intermediate tokens. The
+    variants leave `excludeDexes` out: an order gives it or `dexes`, never both, which JSON
+    Schema can say only with `not` (or twice the variants); the schema says less than is
+    accepted, never more."""
+    direct_only = {"type": "boolean"} if min_hops == 0 else {"type": "boolean", "enum": [False]}
+    return {
+        "onlyDirectRoutes": direct_only | {"default": False},
+        "dexes": DEXES_SCHEMA,
+        "maxHops": {"type": "integer", "minimum": min_hops, "maximum": MAX_HOPS, "default": 2},
+        "maxSplits": {"type": "integer", "minimum": 1, "maximum": MAX_SPLITS, "default": 3},
+    }
+
+
+def _variant(
+    order_type: str,
+    tokens_in: list[Token],
+    token_out: dict[str, Any],
+    amount: tuple[str, dict[str, Any]] | None = None,
+    min_hops: int = 0,
+) -> dict[str, Any]:
+    """One order shape: its type, tokenIn's tokens, tokenOut's schema, and which amount it
+    gives (amountIn in tokenIn's decimals unless `amount` says otherwise)."""
+    field, amount_schema = amount or ("amountIn", _amount(tokens_in[0].decimals))
     properties: dict[str, Any] = {
         "type": {"type": "string", "enum": [order_type]},
         "tokenIn": {"type": "string", "pattern": token_pattern(tokens_in)},
         "tokenOut": token_out,
-        "amountIn": _amount(tokens_in[0].decimals),
+        field: amount_schema,
         "slippageBps": SLIPPAGE_SCHEMA,
         "clientOrderId": CLIENT_ORDER_ID_SCHEMA,
-    }
-    required = ["tokenIn", "tokenOut", "amountIn"]
+    } | _route_options(min_hops)
+    required = ["tokenIn", "tokenOut", field]
     if order_type == "limit":
         properties |= {"limitPrice": PRICE_SCHEMA, "expiresInSeconds": EXPIRY_SCHEMA}
         required += ["type", "limitPrice"]
     elif order_type == "sniper":
-        properties |= {"maxPrice": PRICE_SCHEMA, "expiresInSeconds": EXPIRY_SCHEMA}
+        # A launched token trades on a Raydium CPMM pool only.
+        properties |= {
+            "maxPrice": PRICE_SCHEMA,
+            "expiresInSeconds": EXPIRY_SCHEMA,
+            "dexes": {"enum": [["raydium"], ["raydium", "meteora"], ["meteora", "raydium"]]},
+        }
         required += ["type"]
     return {
         "type": "object",
@@ -136,38 +173,66 @@ def _variant(order_type: str, tokens_in: list[Token], token_out: dict[str, Any])
     }
 
 
+def _reachable(token: Token, hops: int, into: bool = False) -> list[Token]:
+    """The listed tokens a route from `token` (to it, with `into`) reaches with `hops`
+    intermediate tokens and no fewer."""
+    return [
+        t
+        for t in TOKENS
+        if t is not token
+        and hops_needed(*((t.mint, token.mint) if into else (token.mint, t.mint))) == hops
+    ]
+
+
 def order_schema() -> dict[str, Any]:
     """The JSON Schema of an order (the POST body and the WebSocket's first message): one
-    variant per order type and tokenIn, each naming the tokens tokenIn trades against and the
-    amounts its decimals allow."""
+    variant per order type, tokenIn and the intermediate tokens a route needs, each naming the
+    tokens tokenIn reaches that way and the amounts its decimals allow; exact-out (amountOut)
+    variants per tokenOut, naming the tokens with a pool against it."""
     variants = []
     for order_type in ("market", "limit"):
         for token in TOKENS:
-            partners = [t for t in TOKENS if t is not token and is_listed_pair(token, t)]
-            out = {"type": "string", "pattern": token_pattern(partners)}
-            variants.append(_variant(order_type, [token], out))
+            # Pairs a route joins through one or two intermediate tokens share a variant that
+            # asks for maxHops 2 (one would do for some: the schema says less, never more).
+            direct = _reachable(token, 0)
+            indirect = [t for t in TOKENS if t is not token and t not in direct]
+            for partners, hops in ((direct, 0), (indirect, MAX_HOPS)):
+                if partners:
+                    out = {"type": "string", "pattern": token_pattern(partners)}
+                    variants.append(_variant(order_type, [token], out, min_hops=hops))
+    for token in TOKENS:
+        sellers = _reachable(token, 0, into=True)
+        out = {"type": "string", "pattern": token_pattern([token])}
+        amount = ("amountOut", _amount(token.decimals, "tokenOut"))
+        variants.append(_variant("market", sellers, out, amount))
     for decimals in sorted({t.decimals for t in TOKENS}):
         same = [t for t in TOKENS if t.decimals == decimals]
         target = new_mint_schema("the mint of a token that has not launched yet")
         variants.append(_variant("sniper", same, target))
     return {
         "title": "OrderCreate",
-        "description": "An order. tokenIn and tokenOut are a symbol (any case) or a mint and "
-        "must trade against each other; amountIn has at most tokenIn's decimals; limitPrice "
-        "is for limit orders, maxPrice for sniper orders, expiresInSeconds for either.",
+        "description": "An order. tokenIn and tokenOut are a symbol (any case) or a mint, and a "
+        "route must join them within maxHops intermediate tokens (SOL, USDC, USDT); amountIn "
+        "has at most tokenIn's decimals, or, for an exact-out market order, amountOut at most "
+        "tokenOut's (a pool must trade the pair); limitPrice is for limit orders, maxPrice for "
+        "sniper orders, expiresInSeconds for either; dexes or excludeDexes, not both.",
         "type": "object",
-        "required": ["tokenIn", "tokenOut", "amountIn"],
+        "required": ["tokenIn", "tokenOut"],
         "properties": {
             "type": {"type": "string", "enum": ["market", "limit", "sniper"], "default": "market"},
             "tokenIn": {"type": "string", "description": "symbol or base58 mint"},
             "tokenOut": {"type": "string", "description": "symbol or base58 mint"},
             "amountIn": {"description": "human units of tokenIn: a decimal string or number"},
+            "amountOut": {"description": "exact-out market orders: human units of tokenOut"},
             "slippageBps": SLIPPAGE_SCHEMA,
             "limitPrice": {"description": "limit orders: minimum tokenOut per tokenIn"},
             "maxPrice": {"description": "sniper orders: at most tokenIn per tokenOut"},
             "expiresInSeconds": EXPIRY_SCHEMA,
             "clientOrderId": CLIENT_ORDER_ID_SCHEMA,
-        },
+            "excludeDexes": EXCLUDE_DEXES_SCHEMA
+            | {"description": "a venue the route may not use (instead of dexes)"},
+        }
+        | _route_options(0),
         "additionalProperties": False,
         "anyOf": variants,
     }

@@ -1,6 +1,6 @@
 """Request and response schemas (camelCase on the wire, snake_case in Python)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -30,17 +31,19 @@ from shared.grammar import (
     MAX_TEXT,
     U64_MAX,
 )
+from shared.market.router import MAX_HOPS, MAX_SPLITS, RouteOptions
 from shared.market.tokens import (
     RESERVED_ADDRESSES,
     Token,
-    is_listed_pair,
     resolve_token,
     to_base_units,
     unlisted_token,
 )
 from shared.numbers import dec_str, decimal_places, parse_decimal
+from shared.routewire import VENUES, check_route, payload_options, route_options
 
 OrderType = Literal["market", "limit", "sniper"]
+Venue = Literal["raydium", "meteora"]  # shared.routewire.VENUES
 
 
 class Status(StrEnum):
@@ -125,12 +128,18 @@ class OrderCreate(CamelModel):
     type: OrderType = "market"
     token_in: Text = Field(min_length=1, max_length=MAX_TEXT, description="symbol or mint")
     token_out: Text = Field(min_length=1, max_length=MAX_TEXT, description="symbol or mint")
-    amount_in: Amount = Field(description="human units of tokenIn, number or decimal string")
+    amount_in: Amount | None = Field(None, description="human units of tokenIn to spend")
+    amount_out: Amount | None = Field(None, description="market orders: tokenOut to receive")
     slippage_bps: JsonInt = Field(50, ge=1, le=5000)
     limit_price: Price = Field(None, description="limit orders: minimum tokenOut per tokenIn")
     max_price: Price = Field(None, description="sniper orders: at most tokenIn per tokenOut")
     expires_in_seconds: JsonInt | None = Field(None, ge=1, le=MAX_EXPIRY_S)
     client_order_id: Text | None = Field(None, max_length=MAX_TEXT)
+    only_direct_routes: StrictBool = False
+    dexes: list[Venue] | None = Field(None, min_length=1, max_length=len(VENUES))
+    exclude_dexes: list[Venue] | None = Field(None, max_length=len(VENUES) - 1)
+    max_hops: JsonInt = Field(MAX_HOPS, ge=0, le=MAX_HOPS)
+    max_splits: JsonInt = Field(MAX_SPLITS, ge=1, le=MAX_SPLITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +149,15 @@ class NewOrder:
     type: OrderType
     token_in: Token
     token_out: Token
-    amount_in: int  # base units of token_in
+    amount_in: int | None  # base units of token_in; None for exact-out
+    amount_out: int | None  # exact-out: base units of token_out to receive
     slippage_bps: int
     limit_price: Decimal | None
     max_price: Decimal | None
     expires_in_s: int | None
     client_order_id: str | None
     payload: dict[str, Any]  # the normalised request, as stored and hashed for idempotency
+    route: RouteOptions = field(default_factory=RouteOptions)
 
     def waiting_for(self) -> str:
         """What a waiting (limit or sniper) order waits for, in words."""
@@ -221,12 +232,53 @@ def validate_order(body: Any) -> NewOrder:
         raise InvalidOrder(
             "tokenIn and tokenOut must differ", [_detail("tokenOut", "same token as tokenIn")]
         )
-    if req.type != "sniper" and not is_listed_pair(token_in, token_out):
-        raise InvalidOrder(
-            f"no pool trades {token_in.symbol}/{token_out.symbol}",
-            [_detail("tokenOut", f"not traded against {token_in.symbol}")],
-        )
-    amount = _amount_base_units(token_in, req.amount_in)
+    _check_types(req)
+    amount_in, amount_out = _amounts(req, token_in, token_out)
+    options = route_options(
+        req.only_direct_routes, req.dexes, req.exclude_dexes, req.max_hops, req.max_splits
+    )
+    check_route(token_in, token_out, options, amount_out is not None, req.type == "sniper")
+    payload: dict[str, Any] = {
+        "type": req.type,
+        "tokenIn": token_in.symbol,
+        "tokenOut": token_out.symbol if req.type != "sniper" else token_out.mint,
+    }
+    if req.amount_in is not None:
+        payload["amountIn"] = _plain(req.amount_in)
+    if req.amount_out is not None:
+        payload["amountOut"] = _plain(req.amount_out)
+    payload["slippageBps"] = req.slippage_bps
+    if req.limit_price is not None:
+        payload["limitPrice"] = str(req.limit_price)
+    if req.max_price is not None:
+        payload["maxPrice"] = str(req.max_price)
+    if req.expires_in_seconds is not None:
+        payload["expiresInSeconds"] = req.expires_in_seconds
+    if req.client_order_id is not None:
+        payload["clientOrderId"] = req.client_order_id
+    payload |= payload_options(options, req.dexes)
+    return NewOrder(
+        type=req.type,
+        token_in=token_in,
+        token_out=token_out,
+        amount_in=amount_in,
+        amount_out=amount_out,
+        slippage_bps=req.slippage_bps,
+        limit_price=req.limit_price,
+        max_price=req.max_price,
+        expires_in_s=req.expires_in_seconds,
+        client_order_id=req.client_order_id,
+        payload=payload,
+        route=options,
+    )
+
+
+def _plain(amount: Decimal) -> str:
+    return str(amount.normalize()) if amount % 1 else str(int(amount))
+
+
+def _check_types(req: OrderCreate) -> None:
+    """Refuse fields that do not apply to the order's type."""
     if req.type == "limit" and req.limit_price is None:
         raise InvalidOrder(
             "limitPrice is required for limit orders", [_detail("limitPrice", "required")]
@@ -244,52 +296,43 @@ def validate_order(body: Any) -> NewOrder:
             "expiresInSeconds applies to limit and sniper orders only",
             [_detail("expiresInSeconds", "not allowed")],
         )
-    payload: dict[str, Any] = {
-        "type": req.type,
-        "tokenIn": token_in.symbol,
-        "tokenOut": token_out.symbol if req.type != "sniper" else token_out.mint,
-        "amountIn": str(req.amount_in.normalize())
-        if req.amount_in % 1
-        else str(int(req.amount_in)),
-        "slippageBps": req.slippage_bps,
-    }
-    if req.limit_price is not None:
-        payload["limitPrice"] = str(req.limit_price)
-    if req.max_price is not None:
-        payload["maxPrice"] = str(req.max_price)
-    if req.expires_in_seconds is not None:
-        payload["expiresInSeconds"] = req.expires_in_seconds
-    if req.client_order_id is not None:
-        payload["clientOrderId"] = req.client_order_id
-    return NewOrder(
-        type=req.type,
-        token_in=token_in,
-        token_out=token_out,
-        amount_in=amount,
-        slippage_bps=req.slippage_bps,
-        limit_price=req.limit_price,
-        max_price=req.max_price,
-        expires_in_s=req.expires_in_seconds,
-        client_order_id=req.client_order_id,
-        payload=payload,
-    )
+    if req.type != "market" and req.amount_out is not None:
+        raise InvalidOrder(
+            "amountOut (exact-out) applies to market orders only",
+            [_detail("amountOut", "not allowed")],
+        )
 
 
-def _amount_base_units(token: Token, amount: Decimal) -> int:
+def _amounts(req: OrderCreate, token_in: Token, token_out: Token) -> tuple[int | None, int | None]:
+    """(amount_in, amount_out) in base units: exactly one of the two is given."""
+    if req.amount_in is not None and req.amount_out is not None:
+        raise InvalidOrder(
+            "give amountIn or amountOut, not both", [_detail("amountOut", "not with amountIn")]
+        )
+    if req.amount_out is not None:
+        return None, _amount_base_units(token_out, req.amount_out, "amountOut")
+    if req.amount_in is None:
+        raise InvalidOrder(
+            "amountIn: Field required", [_detail("amountIn", "Field required (or amountOut)")]
+        )
+    return _amount_base_units(token_in, req.amount_in, "amountIn"), None
+
+
+def _amount_base_units(token: Token, amount: Decimal, field: str) -> int:
     if amount > MAX_AMOUNT_HUMAN:
         raise InvalidOrder(
-            f"amountIn: at most {MAX_AMOUNT_HUMAN:,} {token.symbol}",
-            [_detail("amountIn", "too large")],
+            f"{field}: at most {MAX_AMOUNT_HUMAN:,} {token.symbol}",
+            [_detail(field, "too large")],
         )
     try:
         base = to_base_units(token, amount)
     except ValueError:
         raise InvalidOrder(
-            f"amountIn: {token.symbol} has at most {token.decimals} decimals",
-            [_detail("amountIn", f"at most {token.decimals} decimal places")],
+            f"{field}: {token.symbol} has at most {token.decimals} decimals",
+            [_detail(field, f"at most {token.decimals} decimal places")],
         ) from None
     if base <= 0 or base > U64_MAX:
-        raise InvalidOrder("amountIn: out of range", [_detail("amountIn", "out of range")])
+        raise InvalidOrder(f"{field}: out of range", [_detail(field, "out of range")])
     return base
 
 
@@ -310,7 +353,9 @@ class OrderPublic(CamelModel):
     status: str
     token_in: str
     token_out: str
-    amount_in: str
+    amount_in: str | None = Field(description="what the order spends (exact-out: once filled)")
+    exact_amount_out: str | None = Field(None, description="exact-out orders: tokenOut wanted")
+    swap_mode: Literal["ExactIn", "ExactOut"] = "ExactIn"
     slippage_bps: int
     client_order_id: str | None = None
     dex_chosen: str | None = None

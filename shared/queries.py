@@ -25,6 +25,7 @@ _UPDATABLE = {
     "executed_price": "numeric",
     "amount_out": "numeric",
     "fee_amount": "numeric",
+    "amount_in": "numeric",
     "tx_hash": "text",
     "tx_base64": "text",
     "last_valid_block_height": "bigint",
@@ -65,8 +66,8 @@ async def insert_order(
         WITH o AS (
             INSERT INTO orders (id, type, payload, status, token_in, token_out, amount_in,
                                 slippage_bps, client_order_id, limit_price, expires_at, max_price,
-                                last_seq, accept_by, account)
-            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $12, 1, $13, $14)
+                                last_seq, accept_by, account, exact_amount_out)
+            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $12, 1, $13, $14, $15)
             RETURNING *
         ), e AS (
             INSERT INTO order_events (order_id, seq, status, attempt, at, data)
@@ -89,6 +90,7 @@ async def insert_order(
         order.max_price,
         accept_by,
         account,
+        order.amount_out,
     )
     assert row is not None
     event = event_message(order_id, 1, "pending", 0, row["event_at"], event_data)

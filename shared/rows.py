@@ -26,7 +26,8 @@ class _Row:
 
 @dataclass(frozen=True, slots=True)
 class OrderRow(_Row):
-    """One row of `orders` (migrations 001-005). Amounts are integer base units (numeric)."""
+    """One row of `orders` (migrations 001-006). Amounts are integer base units (numeric);
+    an exact-out order has `exact_amount_out` and no `amount_in` until it fills."""
 
     id: uuid.UUID
     type: str
@@ -34,7 +35,7 @@ class OrderRow(_Row):
     status: str
     token_in: str
     token_out: str
-    amount_in: Decimal
+    amount_in: Decimal | None
     slippage_bps: int
     client_order_id: str | None
     limit_price: Decimal | None
@@ -64,6 +65,7 @@ class OrderRow(_Row):
     runs_at_trigger: int
     accept_by: datetime | None
     account: str
+    exact_amount_out: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class WaitingRow(_Row):
     amount_in: Decimal
     limit_price: Decimal | None
     expires_at: datetime | None
+    payload: dict[str, Any]  # the route options the order executes with
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """Waiting limit and sniper orders: their index in Redis, their triggers, and expiry.
 
 Limit orders are indexed per directed pair in a sorted set scored by limit price. On a market
-move, the best spot price of the pair bounds which limits could possibly fill (a full-size fill
-is never better than spot), so only those few are quoted at full size: the cost of a tick does
-not grow with the number of orders that are nowhere near their price. Snipers are indexed by
+move, the best rate any route of the pair could give (spot after the least fee, hop by hop)
+bounds which limits could possibly fill (a full-size fill is never better), so only those few
+are routed at full size, by the router they will execute with: the cost of a tick does not
+grow with the number of orders that are nowhere near their price. Snipers are indexed by
 the mint they wait for and fire when it launches. A trigger and a cancel race on one guarded
 row update in PostgreSQL, so each order gets exactly one outcome.
 """
@@ -21,10 +22,10 @@ from redis.exceptions import RedisError
 
 from shared import events, keys, queries
 from shared.jobqueue import enqueue_order
-from shared.market.pools import Pool
+from shared.market.router import RouteOptions, rate_bound, route_exact_in
 from shared.market.routing import human_price
 from shared.market.tokens import from_base_units
-from shared.market.types import InsufficientLiquidity
+from shared.routewire import stored_options
 from shared.rows import OrderRow, WaitingRow
 from shared.sim.launches import token
 from shared.sim.market import Market
@@ -119,11 +120,14 @@ async def _check_pair(
     db: asyncpg.Pool, redis: ArqRedis, market: Market, mint_in: str, mint_out: str
 ) -> int:
     token_in, token_out = await token(redis, mint_in), await token(redis, mint_out)
-    pools = await market.pools(mint_in, mint_out)
-    if token_in is None or token_out is None or not pools:
+    if token_in is None or token_out is None:
         return 0
-    spot_base = max(p.spot_price(mint_in) for p in pools)  # out base units per in base unit
-    bound = float(spot_base.scaleb(token_in.decimals - token_out.decimals)) * _SCORE_SLACK
+    # The widest options' pools: every order's own options can only use fewer of them.
+    pools = await market.route_pools(mint_in, mint_out)
+    rate = rate_bound(pools, mint_in, mint_out, RouteOptions())  # out per in, base units
+    if not rate:
+        return 0
+    bound = float(rate.scaleb(token_in.decimals - token_out.decimals)) * _SCORE_SLACK
     key = keys.limits_key(mint_in, mint_out)
     candidates = [uuid.UUID(m.decode()) for m in await redis.zrangebyscore(key, "-inf", bound)]
     if not candidates:
@@ -137,10 +141,12 @@ async def _check_pair(
     fired, now_ts = 0, int(time.time())
     for r in rows:
         amount = int(r.amount_in)
-        best = _best_output(pools, mint_in, amount, now_ts)
-        if best is None:
+        # The same router the order will execute with, under its own route options.
+        options = stored_options(r.payload)
+        decision = route_exact_in(pools, token_in, token_out, amount, now_ts, options)
+        if decision is None:
             continue
-        price = human_price(token_in, token_out, amount, best)
+        price = human_price(token_in, token_out, amount, decision.plan.amount_out)
         if r.limit_price is not None and price >= r.limit_price:
             reason = (
                 f"best net price {price} {token_out.symbol}/{token_in.symbol} for "
@@ -151,16 +157,6 @@ async def _check_pair(
             if await _fire(db, redis, r.id, reason):
                 fired += 1
     return fired
-
-
-def _best_output(pools: list[Pool], mint_in: str, amount: int, now_ts: int) -> int | None:
-    outs = []
-    for pool in pools:
-        try:
-            outs.append(pool.quote(mint_in, amount, now_ts).amount_out)
-        except InsufficientLiquidity:
-            continue
-    return max(outs) if outs else None
 
 
 async def fire_snipers(db: asyncpg.Pool, redis: ArqRedis, mint: str, symbol: str) -> int:

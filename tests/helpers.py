@@ -1,10 +1,14 @@
-"""Test helpers: follow an order over its WebSocket until it finishes, with a deadline."""
+"""Test helpers: follow an order over its WebSocket until it finishes, with a deadline; listed
+tokens and exact base units."""
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import websockets
+
+from shared.market.tokens import Token, resolve_token
 
 TERMINAL = {"confirmed", "failed", "cancelled", "expired"}
 
@@ -38,3 +42,17 @@ async def wait_terminal(http: Any, order_id: str, timeout_s: float = 30) -> dict
     response = await http.get(f"/api/orders/{order_id}")
     result: dict[str, Any] = response.json()
     return result
+
+
+def listed(symbol: str) -> Token:
+    """A listed token by its symbol."""
+    token = resolve_token(symbol)
+    assert token is not None, symbol
+    return token
+
+
+def base_units(token: Token, human: str) -> int:
+    """A human amount of `token` in base units, exactly (it must have no finer digits)."""
+    scaled = Decimal(human).scaleb(token.decimals)
+    assert scaled == scaled.to_integral_value(), human
+    return int(scaled)

@@ -391,20 +391,24 @@ async def assert_executed_once(conn: asyncpg.Connection, redis: Redis, order_id:
 
 
 async def total_swaps_landed(redis: Redis) -> tuple[int, int]:
-    """(successful swap records on the cluster, sum of every pool's version).
+    """(successful transactions on the cluster, the transactions every pool's version counts).
 
-    With the market ticker off, a pool's version moves only when a swap lands on it, so the two
-    numbers agree and count every execution, including any signed without a `building` event.
+    With the market ticker off, a pool's version moves only when a swap lands on it: a
+    transaction whose route has legs on n pools moves n versions. The second number is the sum
+    of the versions less each landed route's extra pools, so the two agree and count every
+    execution, including any signed without a `building` event.
     """
-    ok = 0
+    ok, extra = 0, 0
     async for key in redis.scan_iter(match="oee:cluster:sig:*", count=1000):
         raw = await redis.get(key)
-        if raw is not None and orjson.loads(raw).get("err") is None:
+        record = {} if raw is None else orjson.loads(raw)
+        if raw is not None and record.get("err") is None:
             ok += 1
+            extra += max(0, len({leg["pool"] for leg in record.get("legs", [])}) - 1)
     versions = 0
     async for key in redis.scan_iter(match="oee:market:ver:*", count=1000):
         versions += int(await redis.get(key) or 0)
-    return ok, versions
+    return ok, versions - extra
 
 
 async def assert_gapless(conn: asyncpg.Connection, order_id: Any | None = None) -> None:

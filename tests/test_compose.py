@@ -317,6 +317,7 @@ def test_collection_is_v21_with_base_url_variable(collection: dict[str, Any]) ->
         "Limit and sniper orders",
         "Errors",
         "Market",
+        "Routing",
         "System",
         "Accounts and keys",
     ]

@@ -114,6 +114,30 @@ def test_routing_line_names_both_venues_winner_and_gap() -> None:
     )
 
 
+def test_a_split_or_multi_hop_route_is_shown_hop_by_hop() -> None:
+    legs = [
+        {"dex": "raydium", "poolKind": "AMM v4", "tokenIn": "SOL", "tokenOut": "USDT"}
+        | {"percent": "80"},
+        {"dex": "raydium", "poolKind": "CPMM 0.25%", "tokenIn": "SOL", "tokenOut": "USDT"}
+        | {"percent": "20"},
+        {"dex": "meteora", "poolKind": "DLMM bin 10", "tokenIn": "USDT", "tokenOut": "USDC"}
+        | {"percent": "100"},
+    ]
+    routed = routing(2, 1, "148.21", "146.90", "raydium") | {"routePlan": legs}
+    board = board_after([PENDING, routed])
+
+    route = "SOL → USDT (Raydium AMM v4 80 %, Raydium CPMM 0.25% 20 %) → USDC (Meteora DLMM bin 10)"
+    assert board.rows[0].route == route
+    assert board.log[-1].text.endswith(f"→ Raydium (+0.89 %); route {route}")
+    single = routing(2, 1, "148.21", "146.90", "raydium") | {"routePlan": legs[:1]}
+    assert board_after([PENDING, single]).rows[0].route == ""  # one pool: the quotes say it
+
+
+def test_limit_price_follows_the_route_when_the_engine_routes() -> None:
+    payload = {"routePlan": [{}], "amountIn": "2", "amountOut": "301", "quotes": []}
+    assert demo.best_quote_price(payload) == Decimal("150.5")
+
+
 def test_retry_resets_progress_and_failure_keeps_error_code() -> None:
     row = board_after(RETRIED_THEN_FAILED).rows[0]
 

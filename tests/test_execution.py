@@ -23,7 +23,8 @@ from shared.jobqueue import enqueue_order
 from shared.market.meteora import METEORA_DLMM, DlmmPool, bin_price, dlmm_fee_rate
 from shared.market.pools import SLIPPAGE_ERRORS, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
-from shared.market.tokens import PAIRS, Token, from_base_units, resolve_token
+from shared.market.router import RouteOptions
+from shared.market.tokens import PAIRS, Token, from_base_units
 from shared.market.types import InsufficientLiquidity
 from shared.sim.cluster import Cluster
 from shared.sim.market import Market
@@ -31,24 +32,12 @@ from shared.sim.programs import SwapInstruction
 from shared.sim.transactions import build_swap_transaction
 from shared.sim.wallet import load_keypair
 from tests.conftest import Stack, StackFactory
-from tests.helpers import follow
+from tests.helpers import base_units, follow, listed
 
 VENUE_PROGRAMS = {RAYDIUM_AMM_V4, RAYDIUM_CPMM, METEORA_DLMM}
 
 
-def _token(symbol: str) -> Token:
-    token = resolve_token(symbol)
-    assert token is not None
-    return token
-
-
-SOL, USDC = _token("SOL"), _token("USDC")
-
-
-def _base_units(token: Token, human: str) -> int:
-    scaled = Decimal(human).scaleb(token.decimals)
-    assert scaled == scaled.to_integral_value(), human
-    return int(scaled)
+SOL, USDC = listed("SOL"), listed("USDC")
 
 
 async def _quote(stack: Stack, token_in: str, token_out: str, amount: str) -> dict[str, Any]:
@@ -126,7 +115,7 @@ def _meteora_by_hand(pool: DlmmPool, mint_in: str, amount_in: int) -> int:
 async def test_each_venues_quote_equals_the_hand_computed_example(
     stack: Stack, token_in: Token, token_out: Token, amount: str
 ) -> None:
-    amount_in = _base_units(token_in, amount)
+    amount_in = base_units(token_in, amount)
     pools = await Market(stack.redis, stack.settings).pools(token_in.mint, token_out.mint)
     raydium = {
         p.address: _raydium_by_hand(p.state, token_in.mint, amount_in)
@@ -145,16 +134,18 @@ async def test_each_venues_quote_equals_the_hand_computed_example(
     venues = _by_dex(await _quote(stack, token_in.symbol, token_out.symbol, amount))
     best_raydium = max(raydium, key=lambda address: raydium[address])
     assert venues["raydium"]["pool"] == best_raydium
-    assert _base_units(token_out, venues["raydium"]["amountOut"]) == raydium[best_raydium]
+    assert base_units(token_out, venues["raydium"]["amountOut"]) == raydium[best_raydium]
     (dlmm_address,) = meteora
     assert venues["meteora"]["pool"] == dlmm_address
-    assert _base_units(token_out, venues["meteora"]["amountOut"]) == meteora[dlmm_address]
+    assert base_units(token_out, venues["meteora"]["amountOut"]) == meteora[dlmm_address]
 
 
 async def test_a_large_order_moves_the_pool_it_fills(stack: Stack) -> None:
     before = _by_dex(await _quote(stack, "SOL", "USDC", "1"))
+    # One pool only (splits and intermediate tokens have their own tests, test_routing.py).
     accepted = await stack.submit(
         {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "2000", "slippageBps": 100}
+        | {"onlyDirectRoutes": True, "maxSplits": 1}
     )
     events = await follow(accepted["wsUrl"])
     assert events[-1]["status"] == "confirmed", events[-1]
@@ -212,7 +203,9 @@ async def test_price_move_before_landing_fails_with_the_venues_error_and_retries
             if attempt in failed_attempts:
                 raw = await stack.redis.get(keys.signature_key(submitted[attempt]))
                 assert raw is not None
-                assert orjson.loads(raw)["err"] == SLIPPAGE_ERRORS[event["chosen"]]
+                record = orjson.loads(raw)  # the venue of the leg that failed, and its error
+                assert record["venue"] in {leg["dex"] for leg in event["routePlan"]}
+                assert record["err"] == SLIPPAGE_ERRORS[record["venue"]]
             if attempt > 1:
                 assert event["retryOf"]["code"] == "SLIPPAGE_EXCEEDED"
                 assert len(event["quotes"]) == 2  # both venues quoted again
@@ -239,7 +232,7 @@ async def test_every_confirmed_tx_hash_is_a_verifiable_signature_of_the_engine(
     await asyncio.gather(*(follow(a["wsUrl"]) for a in accepted))
 
     signers = set()
-    for (token_in, _, amount), order in zip(orders, accepted, strict=True):
+    for (token_in, out, amount), order in zip(orders, accepted, strict=True):
         detail = await _order(stack, order["orderId"])
         assert detail["status"] == "confirmed", detail
         tx = VersionedTransaction.from_bytes(base64.b64decode(detail["signedTransaction"]))
@@ -247,17 +240,25 @@ async def test_every_confirmed_tx_hash_is_a_verifiable_signature_of_the_engine(
         assert tx.verify_with_results() == [True]
         assert str(tx.message.account_keys[0]) == detail["signer"]
         signers.add(detail["signer"])
-        # The signed swap is the one the order describes: its pool, amount and minimum.
+        # The signed swaps are the route the order describes: its legs' pools, in order, the
+        # whole input spent by the first hop, and last-hop minimums that add up to the order's.
+        routing = next(e for e in detail["events"] if e["status"] == "routing")
+        legs = routing["routePlan"]
         account_keys = [str(k) for k in tx.message.account_keys]
-        (swap,) = [
+        swaps = [
             ix
             for ix in tx.message.instructions
             if account_keys[ix.program_id_index] in VENUE_PROGRAMS
         ]
-        assert account_keys[bytes(swap.accounts)[0]] == detail["pool"]
-        amount_in, min_out = struct.unpack("<QQ", bytes(swap.data)[-16:])
-        assert amount_in == _base_units(_token(token_in), amount)
-        assert min_out == _base_units(_token(detail["tokenOut"]), detail["minAmountOut"])
+        assert [account_keys[bytes(ix.accounts)[0]] for ix in swaps] == [
+            leg["pool"] for leg in legs
+        ]
+        amounts = [struct.unpack("<QQ", bytes(ix.data)[-16:]) for ix in swaps]
+        spent = [a for (a, _), leg in zip(amounts, legs, strict=True) if leg["tokenIn"] == token_in]
+        assert sum(spent) == base_units(listed(token_in), amount)
+        final = [m for (_, m), leg in zip(amounts, legs, strict=True) if leg["tokenOut"] == out]
+        assert sum(final) >= base_units(listed(out), detail["minAmountOut"])
+        assert sum(final) - len(final) < base_units(listed(out), detail["minAmountOut"])
     assert signers == {str(load_keypair(stack.settings).pubkey())}
 
 
@@ -290,7 +291,7 @@ async def test_pool_reads_asked_together_share_a_round_trip_and_see_earlier_writ
     a write sees it (that a read waits for the next flush rather than joining one in flight is
     `Coalescer`'s own test, in test_batching.py)."""
     market = Market(stack.redis, stack.settings)
-    sol, usdc, bonk = SOL, USDC, _token("BONK")
+    sol, usdc, bonk = SOL, USDC, listed("BONK")
 
     async def hvals_calls() -> int:
         return int((await stack.redis.info("commandstats"))["cmdstat_hvals"]["calls"])
@@ -319,19 +320,28 @@ async def test_routing_picks_the_highest_net_output_in_random_trials(stack: Stac
     for _ in range(40):
         base, quote = rng.choice(PAIRS)
         token_in, token_out = (
-            (_token(base), _token(quote)) if rng.random() < 0.5 else (_token(quote), _token(base))
+            (listed(base), listed(quote)) if rng.random() < 0.5 else (listed(quote), listed(base))
         )
         amount = _human_amount(rng, token_in)
         amounts_usd.append(Decimal(amount) * token_in.ref_price_usd)
         body = await _quote(stack, token_in.symbol, token_out.symbol, amount)
 
         venues = _by_dex(body)
-        outs = {dex: _base_units(token_out, q["amountOut"]) for dex, q in venues.items()}
-        assert body["chosen"] == max(outs, key=lambda dex: outs[dex]), body
+        outs = {dex: base_units(token_out, q["amountOut"]) for dex, q in venues.items()}
         pools = await market.pools(token_in.mint, token_out.mint)
-        best_out, best_pool = _best_output(pools, token_in.mint, _base_units(token_in, amount))
-        assert outs[body["chosen"]] == best_out, body
-        assert venues[body["chosen"]]["pool"] == best_pool
+        best_out, best_pool = _best_output(pools, token_in.mint, base_units(token_in, amount))
+        best_dex = max(outs, key=lambda dex: outs[dex])
+        assert outs[best_dex] == best_out and venues[best_dex]["pool"] == best_pool, body
+        # The route is that pool, or something that returns more (a split, a path through
+        # SOL/USDC/USDT), and says by how much.
+        single = body["bestSingle"]
+        assert (single["pool"], single["amountOut"]) == (best_pool, venues[best_dex]["amountOut"])
+        routed = base_units(token_out, body["amountOut"])
+        assert routed >= best_out
+        gain = Decimal(body["improvementBps"])
+        assert gain == (Decimal((routed - best_out) * 10_000) / best_out).quantize(Decimal("0.01"))
+        if [leg["pool"] for leg in body["routePlan"]] == [best_pool]:
+            assert body["chosen"] == best_dex and gain == 0
     assert max(amounts_usd) / min(amounts_usd) > 1000  # the trials span the size range
 
 
@@ -431,11 +441,11 @@ async def test_recovery_after_a_crash_never_executes_twice(
     # What a worker does up to its crash: route, sign, record `building` + tx_pending, send.
     market = Market(stack.redis, stack.settings)
     cluster = Cluster(stack.redis, market, stack.settings)
-    route, _ = await market.route(SOL, USDC, amount_in)
-    assert route is not None
-    chosen = route.chosen
+    decision = await market.route(SOL, USDC, amount_in, RouteOptions(max_hops=0, max_splits=1))
+    assert decision is not None
+    chosen = decision.plan.main_leg
     keypair = load_keypair(stack.settings)
-    min_out = chosen.min_amount_out(50)
+    min_out = decision.plan.min_amount_out(50)
     blockhash, lvbh = await cluster.latest_blockhash()
     swap = SwapInstruction(
         program_id=chosen.pool.program_id,
@@ -446,7 +456,7 @@ async def test_recovery_after_a_crash_never_executes_twice(
         amount_in=amount_in,
         min_amount_out=min_out,
     )
-    signed = build_swap_transaction(keypair, swap, blockhash, 50_000, f"oee:{order_id}:1")
+    signed = build_swap_transaction(keypair, [swap], blockhash, 50_000, f"oee:{order_id}:1")
     assert stack.settings.database_url is not None
     db = await create_db_pool(stack.settings.database_url, min_size=1, max_size=1)
     try:
@@ -508,7 +518,7 @@ async def test_recovery_after_a_crash_never_executes_twice(
     assert await _signature_keys(stack) == [keys.signature_key(signed.signature)]
     record = orjson.loads(await stack.redis.get(keys.signature_key(signed.signature)))
     assert record["err"] is None
-    assert _base_units(USDC, confirmed["amountOut"]) == record["amountOut"]
+    assert base_units(USDC, confirmed["amountOut"]) == record["amountOut"]
     detail = await _order(stack, accepted["orderId"])
     assert (detail["status"], detail["txHash"], detail["attempts"]) == (
         "confirmed",

@@ -3,14 +3,16 @@ parse-and-validate path (bytes in, an order or our own 4xx error out) with a tim
 input. `1e-999999999` once took minutes here; every input must now cost well under 5 ms."""
 
 import json
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from solders.pubkey import Pubkey
 
 from app.routes.orders import parse_json
 from app.routes.sim import validate_launch
@@ -19,12 +21,15 @@ from shared.grammar import (
     PRICE_SCHEMA,
     amount_digits,
     launch_schema,
+    order_schema,
     positive_decimal_pattern,
     token_pattern,
 )
+from shared.market.router import hops_needed
 from shared.market.tokens import TOKENS, Token, is_listed_pair, to_base_units
 from shared.models import validate_order
 from shared.numbers import MAX_DECIMAL_CHARS, DecimalSyntaxError, parse_decimal
+from shared.routewire import VENUES, stored_options
 
 BOUND_S = 0.005  # per input; the catastrophic cases took seconds to minutes
 
@@ -172,7 +177,8 @@ _json = st.recursive(
 )
 _ORDER_KEYS = [
     "type", "tokenIn", "tokenOut", "amountIn", "slippageBps", "limitPrice", "maxPrice",
-    "expiresInSeconds", "clientOrderId",
+    "expiresInSeconds", "clientOrderId", "amountOut", "onlyDirectRoutes", "dexes",
+    "excludeDexes", "maxHops", "maxSplits",
 ]  # fmt: skip
 _LAUNCH_KEYS = ["mint", "symbol", "priceSol", "liquiditySol"]
 
@@ -281,3 +287,124 @@ def test_every_launch_price_and_liquidity_the_schema_allows_is_accepted(
     liquidity = data.draw(_matching(properties["liquiditySol"]["anyOf"][0]["pattern"]))
     launch = validate_launch({"priceSol": price, "liquiditySol": liquidity})
     assert (launch.price_sol, launch.liquidity_sol) == (Decimal(price), Decimal(liquidity))
+
+
+# ---------------------------------------------------------------------------------------------
+# route options and exact-out: what the schema allows is accepted, and what it does not is a 400
+
+
+def _variants_for(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schema's variants that admit `body` as far as its tokens, amount field and
+    route options go (each variant's patterns and bounds, checked by hand)."""
+    found = []
+    for variant in order_schema()["anyOf"]:
+        props = variant["properties"]
+        if props["type"]["enum"] != [body.get("type", "market")]:
+            continue
+        if not all(field in props for field in body) or "pattern" not in props["tokenOut"]:
+            continue
+        tokens_ok = all(re.fullmatch(props[f]["pattern"], body[f]) for f in ("tokenIn", "tokenOut"))
+        hops = props["maxHops"]
+        if tokens_ok and hops["minimum"] <= body.get("maxHops", 2) <= hops["maximum"]:
+            if body.get("onlyDirectRoutes") is not True or "enum" not in props["onlyDirectRoutes"]:
+                found.append(variant)
+    return found
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.sampled_from(TOKENS), st.sampled_from(TOKENS), st.data())
+def test_route_options_the_schema_allows_are_accepted_and_stored(
+    token_in: Token, token_out: Token, data: st.DataObject
+) -> None:
+    assume(token_in is not token_out)
+    needed = hops_needed(token_in.mint, token_out.mint)
+    assert needed is not None  # every listed pair is within two intermediate tokens
+    exact_out = needed == 0 and data.draw(st.booleans())
+    body: dict[str, Any] = {"tokenIn": token_in.symbol, "tokenOut": token_out.symbol}
+    body |= {"amountOut": "1"} if exact_out else {"amountIn": "1"}
+    body["maxHops"] = data.draw(st.integers(needed, 2))
+    body["maxSplits"] = data.draw(st.integers(1, 3))
+    if needed == 0 and data.draw(st.booleans()):
+        body["onlyDirectRoutes"] = True
+    venues = st.sampled_from([["raydium"], ["meteora"], ["meteora", "raydium"]])
+    excluded = st.sampled_from([[], ["raydium"], ["meteora"]])
+    which = data.draw(st.sampled_from(["neither", "dexes", "excludeDexes"]))
+    if which != "neither":
+        body[which] = data.draw(venues if which == "dexes" else excluded)
+    # The schema admits it, unless it says less than the engine accepts (order_schema: no
+    # excludeDexes in the variants, maxHops 2 for every pair without a pool) ...
+    admitted = "excludeDexes" not in body and (needed == 0 or body["maxHops"] == 2)
+    assert bool(_variants_for(body)) is admitted, body
+    order = validate_order(body)  # ... and the engine accepts it
+    assert (order.amount_out is not None) == exact_out
+    assert order.route.max_hops == (0 if body.get("onlyDirectRoutes") else body["maxHops"])
+    assert order.route.max_splits == body["maxSplits"]
+    assert stored_options(order.payload) == order.route
+
+
+def _sol_usdc(**fields: Any) -> dict[str, Any]:
+    return {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1"} | fields
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"tokenIn": "BTC", "tokenOut": "BONK", "amountIn": "1", "maxHops": 1}, "maxHops"),
+        (_sol_usdc(tokenIn="BTC", tokenOut="SOL", onlyDirectRoutes=True), "maxHops"),
+        ({"tokenIn": "BTC", "tokenOut": "SOL", "amountOut": "1"}, "amountOut"),
+        (_sol_usdc(amountOut="1"), "amountOut"),
+        ({"tokenIn": "SOL", "tokenOut": "USDC"}, "amountIn"),
+        ({"tokenIn": "SOL", "tokenOut": "USDC", "amountOut": "0.0000001"}, "amountOut"),
+        (_sol_usdc(dexes=["raydium"], excludeDexes=["meteora"]), "excludeDexes"),
+        (_sol_usdc(dexes=["raydium", "raydium"]), "dexes"),
+        (_sol_usdc(dexes=[]), "dexes"),
+        (_sol_usdc(excludeDexes=list(VENUES)), "excludeDexes"),
+        (_sol_usdc(maxSplits=0), "maxSplits"),
+        (_sol_usdc(maxHops=3), "maxHops"),
+        (_sol_usdc(onlyDirectRoutes=1), "onlyDirectRoutes"),
+        (_sol_usdc(type="limit", amountIn=None, amountOut="1", limitPrice="1"), "amountOut"),
+        (
+            _sol_usdc(type="sniper", tokenOut=str(Pubkey.default())[:-1] + "2", dexes=["meteora"]),
+            "dexes",
+        ),
+    ],
+    ids=[
+        "needs-two-hops", "direct-only-no-pool", "exact-out-no-direct-pool", "both-amounts",
+        "no-amount", "amount-out-too-fine", "dexes-and-exclude", "venue-twice", "no-venue",
+        "exclude-every-venue", "no-split", "three-hops", "direct-only-not-bool",
+        "exact-out-limit", "sniper-without-raydium",
+    ],
+)  # fmt: skip
+def test_route_options_the_schema_refuses_are_a_400_naming_the_field(
+    body: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidOrder) as refused:
+        validate_order(body)
+    assert refused.value.code == "VALIDATION_ERROR"
+    assert refused.value.details[0]["field"] == field, refused.value.details
+
+
+@pytest.mark.parametrize(
+    ("refused", "admitted"),
+    [
+        (
+            {"tokenIn": "BTC", "tokenOut": "BONK", "amountIn": "1", "maxHops": 1},
+            {"tokenIn": "BTC", "tokenOut": "BONK", "amountIn": "1", "maxHops": 2},
+        ),
+        (
+            {"tokenIn": "BTC", "tokenOut": "SOL", "amountIn": "1", "onlyDirectRoutes": True},
+            {"tokenIn": "BTC", "tokenOut": "SOL", "amountIn": "1", "onlyDirectRoutes": False},
+        ),
+        (
+            {"tokenIn": "BTC", "tokenOut": "SOL", "amountOut": "1"},
+            {"tokenIn": "BTC", "tokenOut": "USDC", "amountOut": "1"},
+        ),
+    ],
+    ids=["maxHops", "onlyDirectRoutes", "exact-out"],
+)
+def test_the_schema_says_which_pairs_need_intermediate_tokens(
+    refused: dict[str, Any], admitted: dict[str, Any]
+) -> None:
+    assert not _variants_for(refused)
+    assert _variants_for(admitted)
+    validate_order(admitted)

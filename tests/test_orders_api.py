@@ -250,7 +250,30 @@ INVALID_ORDERS = [
     pytest.param(_body(tokenIn=None), _VALIDATION, "tokenIn", id="null-tokenIn"),
     pytest.param(_body(tokenIn="DOGE"), _VALIDATION, "tokenIn", id="unknown-tokenIn"),
     pytest.param(_body(tokenOut="NOPE"), _VALIDATION, "tokenOut", id="unknown-tokenOut"),
-    pytest.param(_body(tokenIn="BTC", tokenOut="BONK"), _VALIDATION, "tokenOut", id="no-pool-pair"),
+    pytest.param(
+        _body(tokenIn="BTC", tokenOut="BONK", maxHops=1), _VALIDATION, "maxHops", id="no-route"
+    ),
+    pytest.param(
+        _body(tokenIn="BTC", tokenOut="SOL", onlyDirectRoutes=True),
+        _VALIDATION,
+        "maxHops",
+        id="no-pool-pair-direct-only",
+    ),
+    pytest.param(
+        _body(amountIn=_DROP, amountOut="1", tokenIn="BTC", tokenOut="SOL"),
+        _VALIDATION,
+        "amountOut",
+        id="exact-out-without-pool",
+    ),
+    pytest.param(_body(amountOut="1"), _VALIDATION, "amountOut", id="both-amounts"),
+    pytest.param(
+        _body(dexes=["raydium"], excludeDexes=["meteora"]),
+        _VALIDATION,
+        "excludeDexes",
+        id="dexes-and-exclude",
+    ),
+    pytest.param(_body(dexes=["orca"]), _VALIDATION, "dexes.0", id="unknown-dex"),
+    pytest.param(_body(maxSplits=4), _VALIDATION, "maxSplits", id="max-splits"),
     pytest.param(_body(tokenOut="SOL"), _VALIDATION, "tokenOut", id="same-token"),
     pytest.param(_body(tokenOut=SOL_MINT), _VALIDATION, "tokenOut", id="same-token-symbol-vs-mint"),
     pytest.param(_body(amountIn=0), _VALIDATION, "amountIn", id="amount-zero"),
@@ -627,8 +650,13 @@ async def test_openapi_documents_the_execute_body(api: Stack) -> None:
     spec = response.json()
     post = spec["paths"]["/api/orders/execute"]["post"]
     schema = post["requestBody"]["content"]["application/json"]["schema"]
-    assert {"tokenIn", "tokenOut", "amountIn", "slippageBps"} <= set(schema["properties"])
-    assert {"tokenIn", "tokenOut", "amountIn"} <= set(schema.get("required", []))
+    assert {"tokenIn", "tokenOut", "amountIn", "amountOut", "slippageBps"} <= set(
+        schema["properties"]
+    )
+    assert {"tokenIn", "tokenOut"} <= set(schema.get("required", []))
+    # Every variant requires exactly one of the two amounts.
+    for variant in schema["anyOf"]:
+        assert len({"amountIn", "amountOut"} & set(variant["required"])) == 1, variant
     for path in ("/api/orders", "/api/orders/{order_id}", "/api/stats", "/api/quotes", "/health"):
         assert path in spec["paths"], path
 
@@ -733,7 +761,6 @@ async def test_quotes_compare_both_venues(api: Stack) -> None:
         pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "0"}, id="amount-zero"),
         pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "abc"}, id="amount-abc"),
         pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "-3"}, id="amount-neg"),
-        pytest.param({"tokenIn": "SOL", "tokenOut": "USDC"}, id="amount-missing"),
         pytest.param(
             {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "slippageBps": "0"},
             id="slippage-0",
@@ -748,6 +775,24 @@ async def test_quotes_compare_both_venues(api: Stack) -> None:
             {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "slippageBps": "5_0"},
             id="slippage-underscore",
         ),
+        pytest.param({"tokenIn": "SOL", "tokenOut": "USDC", "amountOut": "-1"}, id="amount-out"),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "dexes": "orca"}, id="dexes"
+        ),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "dexes": "raydium,raydium"},
+            id="dexes-twice",
+        ),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "maxHops": "3"}, id="hops"
+        ),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "maxSplits": "0"}, id="splits"
+        ),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "onlyDirectRoutes": "yes"},
+            id="direct-only",
+        ),
     ],
 )
 async def test_invalid_quote_requests_are_400(api: Stack, params: dict[str, str]) -> None:
@@ -759,7 +804,22 @@ async def test_invalid_quote_requests_are_400(api: Stack, params: dict[str, str]
     "params",
     [
         pytest.param({"tokenIn": "SOL", "tokenOut": "SOL", "amountIn": "1"}, id="same-token"),
-        pytest.param({"tokenIn": "BTC", "tokenOut": "BONK", "amountIn": "1"}, id="no-pool-pair"),
+        pytest.param(
+            {"tokenIn": "BTC", "tokenOut": "BONK", "amountIn": "1", "maxHops": "1"}, id="no-route"
+        ),
+        pytest.param(
+            {"tokenIn": "BTC", "tokenOut": "SOL", "amountOut": "1"}, id="exact-out-without-pool"
+        ),
+        pytest.param({"tokenIn": "SOL", "tokenOut": "USDC"}, id="no-amount"),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "amountOut": "1"},
+            id="both-amounts",
+        ),
+        pytest.param(
+            {"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1"}
+            | {"dexes": "raydium", "excludeDexes": "raydium"},
+            id="no-venue-left",
+        ),
         pytest.param(
             {"tokenIn": "USDC", "tokenOut": "SOL", "amountIn": "0.0000001"}, id="finer-than-usdc"
         ),

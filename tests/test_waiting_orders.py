@@ -22,8 +22,8 @@ async def best_price(stack: Stack, token_in: str, token_out: str, amount: str) -
             "/api/quotes", params={"tokenIn": token_in, "tokenOut": token_out, "amountIn": amount}
         )
     ).json()
-    chosen = next(q for q in quote["quotes"] if q["dex"] == quote["chosen"])
-    return Decimal(chosen["price"])
+    # The route's price, as a limit order's trigger sees it (shared.triggers).
+    return Decimal(quote["amountOut"]) / Decimal(quote["amountIn"])
 
 
 async def lift_sol_price(stack: Stack, above: Decimal) -> dict[str, Any]:

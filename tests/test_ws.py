@@ -110,12 +110,22 @@ async def test_live_events_arrive_in_order_with_their_details(make_stack: StackF
         assert abs(Decimal(q["minAmountOut"]) - expected_min) <= Decimal("0.000001")
         assert Decimal(q["feeAmount"]) > 0 and Decimal(q["priceImpactPct"]) >= 0
     best = max(quotes, key=lambda q: Decimal(q["amountOut"]))
-    assert routing["chosen"] == best["dex"]
+    assert routing["bestSingle"] == best
+    # The route returns at least the best single pool; its venue is its largest first leg's.
+    assert Decimal(routing["amountOut"]) >= Decimal(best["amountOut"])
+    assert Decimal(routing["improvementBps"]) >= 0
+    main = max(
+        (leg for leg in routing["routePlan"] if leg["tokenIn"] == "SOL"),
+        key=lambda leg: Decimal(leg["amountIn"]),
+    )
+    assert routing["chosen"] == main["dex"]
     assert isinstance(routing["reason"], str) and routing["reason"].strip()
+    expected_min = Decimal(routing["amountOut"]) * Decimal("0.995")
+    assert abs(Decimal(routing["minAmountOut"]) - expected_min) <= Decimal("0.000001")
 
     assert building["dex"] == routing["chosen"]
-    assert building["pool"] == best["pool"]
-    assert building["minAmountOut"] == best["minAmountOut"]
+    assert building["pool"] == main["pool"]
+    assert building["minAmountOut"] == routing["minAmountOut"]
     assert isinstance(building["computeUnitPrice"], int) and building["computeUnitPrice"] > 0
     assert (
         isinstance(building["lastValidBlockHeight"], int) and building["lastValidBlockHeight"] > 0

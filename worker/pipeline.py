@@ -16,8 +16,9 @@ from typing import Any
 
 from shared import queries, triggers
 from shared.logs import ATTEMPT
-from shared.market.pools import SLIPPAGE_ERRORS
-from shared.market.routing import Route, human_price
+from shared.market.plan import Decision
+from shared.market.pools import SLIPPAGE_ERRORS, VENUE_NAMES
+from shared.market.routing import MAX_PRICE_IMPACT_PCT, human_price
 from shared.market.tokens import Token, from_base_units, unlisted_token
 from shared.models import OPEN_STATUSES
 from shared.numbers import dec_str
@@ -25,10 +26,11 @@ from shared.queries import Move
 from shared.rows import OrderRow
 from shared.sim import launches
 from shared.sim.cluster import BlockhashNotFound, ClusterError, RpcTimeout, SignatureStatus
-from shared.sim.programs import SwapInstruction
-from shared.sim.transactions import COMPUTE_UNIT_LIMIT, SignedSwap, build_swap_transaction
+from shared.sim.execution import INSUFFICIENT_FUNDS
+from shared.sim.transactions import SignedSwap, build_swap_transaction
 from worker.engine import Engine
 from worker.observe import RunObserver
+from worker.routing import decide, describe, fills, swap_instructions
 
 log = logging.getLogger(__name__)
 
@@ -177,75 +179,70 @@ async def _recover(run: OrderRun) -> SignatureStatus | None:
 
 
 async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, SignatureStatus]:
-    """Quote, choose, build, sign, record, send, and wait for the transaction to land.
+    """Route, build, sign, record, send, and wait for the transaction to land.
 
     `resumed`: an earlier run began this attempt and stopped before building; its `routing`
     event is followed by this run's, for the same attempt, marked `resumed`."""
     engine, row = run.engine, run.row
     ATTEMPT.set(attempt)  # the log lines of this attempt say so from its first one
-    route, failed = await engine.market.route(run.token_in, run.token_out, int(row.amount_in))
-    if route is None:
-        why = "; ".join(f"{v}: {e}" for v, e in failed.items())
+    decision = await decide(engine.market, row, run.token_in, run.token_out)
+    if decision is None:
         raise AttemptFailed(
-            "INSUFFICIENT_LIQUIDITY", f"no venue can fill this order ({why})", False
+            "INSUFFICIENT_LIQUIDITY",
+            f"no route can fill this order (insufficient liquidity, or price impact over "
+            f"{MAX_PRICE_IMPACT_PCT}%)",
+            False,
         )
-    _log_route(run, attempt, route)
-    chosen, slippage = route.chosen, int(row.slippage_bps)
+    plan, slippage = decision.plan, int(row.slippage_bps)
+    _log_route(run, attempt, decision)
     guard = _guard_min_out(run)
-    if row.type == "limit" and row.status == "pending" and chosen.amount_out < guard:
+    if row.type == "limit" and row.status == "pending" and plan.amount_out < guard:
         await _rearm(run)
     # The transaction never accepts less than the order's own guard (limit price, maxPrice).
-    min_out = max(chosen.min_amount_out(slippage), guard)
-    routing: dict[str, Any] = {
-        "quotes": [q.to_event(run.token_in, run.token_out, slippage) for q in route.quotes],
-        "chosen": chosen.dex,
-        "reason": route.reason,
-    }
+    min_out = plan.min_amount_out(slippage, guard)
+    routing = decision.to_event(run.token_in, run.token_out, slippage, guard)
     if attempt == 1 and row.trigger_reason:
         routing["trigger"] = row.trigger_reason
     if resumed:
         routing["resumed"] = True
     if attempt > 1:
         routing["retryOf"] = {"code": row.error_code, "error": row.last_error}
+    main = plan.main_leg
     await run.move(
         "routing",
         attempt,
         routing,
         OPEN_STATUSES,
         attempts=attempt,
-        dex_chosen=chosen.dex,
-        pool=chosen.pool.address,
-        quote_price=chosen.price(run.token_in, run.token_out),
+        dex_chosen=main.dex,
+        pool=main.pool.address,
+        quote_price=human_price(run.token_in, run.token_out, plan.amount_in, plan.amount_out),
         min_amount_out=min_out,
     )
     blockhash, lvbh = await engine.cluster.latest_blockhash()
-    swap = SwapInstruction(
-        program_id=chosen.pool.program_id,
-        pool=chosen.pool.address,
-        owner=str(engine.keypair.pubkey()),
-        mint_in=run.token_in.mint,
-        mint_out=run.token_out.mint,
-        amount_in=int(row.amount_in),
-        min_amount_out=min_out,
-    )
+    swaps = swap_instructions(plan, str(engine.keypair.pubkey()), slippage, guard)
     signed = build_swap_transaction(
         engine.keypair,
-        swap,
+        swaps,
         blockhash,
         COMPUTE_UNIT_PRICE[row.type],
         f"oee:{run.order_id}:{attempt}",
     )
     building = {
-        "dex": chosen.dex,
-        "pool": chosen.pool.address,
+        "dex": main.dex,
+        "pool": main.pool.address,
+        "legs": len(swaps),
         "txHash": signed.signature,
         "minAmountOut": dec_str(from_base_units(run.token_out, min_out)),
         "computeUnitPrice": signed.compute_unit_price,
-        "computeUnitLimit": COMPUTE_UNIT_LIMIT,
+        "computeUnitLimit": signed.compute_unit_limit,
         "wrapSol": signed.wrap_sol,
         "unwrapSol": signed.unwrap_sol,
         "lastValidBlockHeight": lvbh,
     }
+    if plan.exact_out:
+        most = plan.max_amount_in(slippage)
+        building["maxAmountIn"] = dec_str(from_base_units(run.token_in, most))
     # The signature is durable before the send: whatever happens next, a later run knows it.
     await run.move(
         "building",
@@ -262,7 +259,10 @@ async def _attempt(run: OrderRun, attempt: int, resumed: bool) -> tuple[str, Sig
 
 def _guard_min_out(run: OrderRun) -> int:
     """The least output a limit (limitPrice) or sniper (maxPrice) order may accept; 0 if none."""
-    row, amount_in = run.row, from_base_units(run.token_in, int(run.row.amount_in))
+    row = run.row
+    if row.amount_in is None:  # exact-out: a market order, with no guard of its own
+        return 0
+    amount_in = from_base_units(run.token_in, int(row.amount_in))
     if row.limit_price is not None:
         wanted = amount_in * row.limit_price
     elif row.max_price is not None:
@@ -313,13 +313,18 @@ async def _send(run: OrderRun, attempt: int, signed: SignedSwap, lvbh: int) -> S
 
 async def _settle(run: OrderRun, attempt: int, tx_hash: str, landed: SignatureStatus) -> str:
     """Record a landed transaction: confirmed on success, an attempt failure on a program error."""
+    venue = VENUE_NAMES.get(landed.venue, landed.venue)
     if landed.err in _SLIPPAGE_NAMES:
         raise AttemptFailed(
-            "SLIPPAGE_EXCEEDED", f"{landed.err}: the price moved past the slippage limit", True
+            "SLIPPAGE_EXCEEDED",
+            f"{landed.err} ({venue}): the price moved past the slippage limit",
+            True,
         )
+    if landed.err == INSUFFICIENT_FUNDS:  # an earlier leg delivered less than a later one spends
+        raise AttemptFailed("SLIPPAGE_EXCEEDED", f"{landed.err}: a leg came up short", True)
     if landed.err is not None:
         raise AttemptFailed(
-            "INSUFFICIENT_LIQUIDITY", f"{landed.err}: the pool cannot fill it", False
+            "INSUFFICIENT_LIQUIDITY", f"{landed.err} ({venue}): the pool cannot fill it", False
         )
     price = human_price(run.token_in, run.token_out, landed.amount_in, landed.amount_out)
     latency_ms = int(time.time() * 1000 - run.row.created_at.timestamp() * 1000)
@@ -327,16 +332,20 @@ async def _settle(run: OrderRun, attempt: int, tx_hash: str, landed: SignatureSt
         "dex": landed.venue,
         "txHash": tx_hash,
         "executedPrice": str(price),
+        "amountIn": dec_str(from_base_units(run.token_in, landed.amount_in)),
         "amountOut": dec_str(from_base_units(run.token_out, landed.amount_out)),
         "feeAmount": dec_str(from_base_units(run.token_in, landed.fee_amount)),
+        "fills": fills(landed.legs, run.token_in, run.token_out),
         "slot": landed.slot,
         "latencyMs": latency_ms,
     }
+    spent = {} if run.row.exact_amount_out is None else {"amount_in": landed.amount_in}
     await run.move(
         "confirmed",
         attempt,
         confirmed,
         ("building", "submitted"),
+        **spent,
         executed_price=price,
         amount_out=landed.amount_out,
         fee_amount=landed.fee_amount,
@@ -388,17 +397,17 @@ async def _after_failure(run: OrderRun, attempt: int, failure: AttemptFailed) ->
     return "failed"
 
 
-def _log_route(run: OrderRun, attempt: int, route: Route) -> None:
+def _log_route(run: OrderRun, attempt: int, decision: Decision) -> None:
     quotes = ", ".join(
         f"{q.dex} {q.pool.kind} out={dec_str(from_base_units(run.token_out, q.amount_out))}"
         f" impact={q.price_impact_pct:.4f}%"
-        for q in route.quotes
+        for q in decision.quotes
     )
     log.info(
-        "order %s attempt %d routing: %s | chose %s: %s",
+        "order %s attempt %d routing: %s | route %s: %s",
         run.order_id,
         attempt,
-        quotes,
-        route.chosen.dex,
-        route.reason,
+        quotes or "no direct pool",
+        describe(decision.plan),
+        decision.reason,
     )

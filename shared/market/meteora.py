@@ -16,9 +16,9 @@ The swap walk, the fee formulas and the volatility bookkeeping follow the DLMM p
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from shared.market.types import InsufficientLiquidity, SwapQuote
+from shared.market.types import InsufficientLiquidity, NothingOut, SwapQuote
 
 METEORA_DLMM = "LBUZKhRxPF3XUpBCjp4YzTKgLccjZhTSDM9YuVaPwxo"
 
@@ -205,9 +205,34 @@ def _fill_bin(
     return amount_left, min(out, reserve_out), fee
 
 
+class _Walk(NamedTuple):
+    """A swap's walk over the bins: its quote and what it leaves behind."""
+
+    quote: SwapQuote
+    active_id: int
+    changed: dict[int, tuple[int, int]]
+    volatility_accumulator: int
+    volatility_reference: int
+    index_reference: int
+
+
 def _execute(
     pool: DlmmPool, x_to_y: bool, amount_in: int, now_ts: int
 ) -> tuple[DlmmPool, SwapQuote]:
+    walk = _walk(pool, x_to_y, amount_in, now_ts)
+    new_pool = replace(
+        pool,
+        active_id=walk.active_id,
+        bins={**pool.bins, **walk.changed},
+        volatility_accumulator=walk.volatility_accumulator,
+        volatility_reference=walk.volatility_reference,
+        index_reference=walk.index_reference,
+        last_update_ts=now_ts,
+    )
+    return new_pool, walk.quote
+
+
+def _walk(pool: DlmmPool, x_to_y: bool, amount_in: int, now_ts: int) -> _Walk:
     if amount_in <= 0:
         raise ValueError(f"amount_in must be positive, got {amount_in}")
     if not pool.bins:
@@ -238,7 +263,7 @@ def _execute(
             raise InsufficientLiquidity(f"pool {pool.address} ran out of bins")
         active += step
     if total_out == 0 or spot is None:
-        raise InsufficientLiquidity(f"pool {pool.address} returns nothing for {amount_in}")
+        raise NothingOut(f"pool {pool.address} returns nothing for {amount_in}")
     filled_vs_spot = Decimal(total_out * spot[1]) / Decimal((amount_in - total_fee) * spot[0])
     quote = SwapQuote(
         amount_in=amount_in,
@@ -247,16 +272,7 @@ def _execute(
         price_impact_pct=(1 - filled_vs_spot) * 100,
         bins_crossed=abs(active - pool.active_id),
     )
-    new_pool = replace(
-        pool,
-        active_id=active,
-        bins={**pool.bins, **changed},
-        volatility_accumulator=v_acc,
-        volatility_reference=v_ref,
-        index_reference=i_ref,
-        last_update_ts=now_ts,
-    )
-    return new_pool, quote
+    return _Walk(quote, active, changed, v_acc, v_ref, i_ref)
 
 
 def dlmm_quote(pool: DlmmPool, x_to_y: bool, amount_in: int, now_ts: int) -> SwapQuote:
@@ -266,7 +282,7 @@ def dlmm_quote(pool: DlmmPool, x_to_y: bool, amount_in: int, now_ts: int) -> Swa
     bin's dynamic fee. Raises ValueError for a non-positive amount and InsufficientLiquidity if
     the bins run out before the input is used up, or if the output rounds to zero.
     """
-    return _execute(pool, x_to_y, amount_in, now_ts)[1]
+    return _walk(pool, x_to_y, amount_in, now_ts).quote  # a quote leaves the pool as it is
 
 
 def dlmm_swap(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, localcontext
 from typing import Any
 
-from shared.market.types import InsufficientLiquidity, SwapQuote
+from shared.market.types import InsufficientLiquidity, NothingOut, SwapQuote
 
 RAYDIUM_AMM_V4 = "675kPX9MHTjS2zt1qfr1NYHuzeLXfQM9H24wFSUt1Mp8"
 RAYDIUM_CPMM = "CPMMoo8L3F4NbTegBCKVNunggL7H1ZpdTHKxQB5qKP1C"
@@ -91,7 +91,7 @@ def cp_quote(pool: CpPool, a_to_b: bool, amount_in: int) -> SwapQuote:
     in_after_fee = amount_in - fee
     amount_out = reserve_out * in_after_fee // (reserve_in + in_after_fee)
     if amount_out == 0:
-        raise InsufficientLiquidity(f"pool {pool.address} returns nothing for {amount_in}")
+        raise NothingOut(f"pool {pool.address} returns nothing for {amount_in}")
     # amount_out / (in_after_fee * R_out / R_in), exact integers until the one division.
     filled_vs_spot = Decimal(amount_out * reserve_in) / Decimal(in_after_fee * reserve_out)
     return SwapQuote(
@@ -100,6 +100,19 @@ def cp_quote(pool: CpPool, a_to_b: bool, amount_in: int) -> SwapQuote:
         fee_amount=fee,
         price_impact_pct=(1 - filled_vs_spot) * 100,
     )
+
+
+def cp_min_input(pool: CpPool, a_to_b: bool, amount_out: int) -> int:
+    """The least gross input for which `cp_quote` returns at least `amount_out` (AMM v4's
+    ``swap_base_out``): the net input ``ceil(R_in * out / (R_out - out))``, grossed up so that
+    ``in - ceil(in * fee)`` still reaches it. Raises InsufficientLiquidity if the pool holds
+    no more than `amount_out`."""
+    reserve_in, reserve_out = _reserves(pool, a_to_b)
+    if amount_out >= reserve_out or reserve_in == 0:
+        raise InsufficientLiquidity(f"pool {pool.address} holds less than {amount_out}")
+    net = -(-reserve_in * amount_out // (reserve_out - amount_out))
+    # in - ceil(in * fee / B) == floor(in * (B - fee) / B), so this is the least such input.
+    return -(-net * BPS_DENOMINATOR // (BPS_DENOMINATOR - pool.fee_bps))
 
 
 def cp_swap(pool: CpPool, a_to_b: bool, amount_in: int) -> tuple[CpPool, SwapQuote]:

@@ -36,17 +36,27 @@ class VenueQuote:
         """Executed-price-to-be in human units (tokenOut per tokenIn)."""
         return human_price(token_in, token_out, self.amount_in, self.amount_out)
 
-    def to_event(self, token_in: Token, token_out: Token, slippage_bps: int) -> dict[str, Any]:
-        return {
+    def to_event(
+        self, token_in: Token, token_out: Token, slippage_bps: int, exact_out: bool = False
+    ) -> dict[str, Any]:
+        """The quote in human units. Exact-out: `amountOut` is exact (so is the minimum) and
+        `maxAmountIn` is the input plus the slippage."""
+        minimum = self.amount_out if exact_out else self.min_amount_out(slippage_bps)
+        event = {
             "dex": self.dex,
             "pool": self.pool.address,
             "poolKind": self.pool.kind,
+            "amountIn": dec_str(from_base_units(token_in, self.amount_in)),
             "amountOut": dec_str(from_base_units(token_out, self.amount_out)),
             "price": str(self.price(token_in, token_out)),
             "feeAmount": dec_str(from_base_units(token_in, self.fee_amount)),
             "priceImpactPct": str(self.price_impact_pct.quantize(Decimal("0.0001"))),
-            "minAmountOut": dec_str(from_base_units(token_out, self.min_amount_out(slippage_bps))),
+            "minAmountOut": dec_str(from_base_units(token_out, minimum)),
         }
+        if exact_out:
+            most = self.amount_in * (BPS + slippage_bps) // BPS
+            event["maxAmountIn"] = dec_str(from_base_units(token_in, most))
+        return event
 
 
 @dataclass(frozen=True, slots=True)

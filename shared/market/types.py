@@ -21,3 +21,7 @@ class SwapQuote:
 
 class InsufficientLiquidity(Exception):
     """The pool cannot fill the swap: it would return nothing, or its liquidity runs out."""
+
+
+class NothingOut(InsufficientLiquidity):
+    """The swap is too small: its output rounds down to nothing."""

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,9 @@ from solders.hash import Hash
 from solders.transaction import VersionedTransaction
 
 from shared import keys
-from shared.market.pools import SLIPPAGE_ERRORS, Pool
-from shared.market.types import InsufficientLiquidity
+from shared.market.pools import Pool
 from shared.settings import Settings
+from shared.sim.execution import execute_route
 from shared.sim.market import Market, pair_key
 from shared.sim.programs import VENUE_PROGRAMS, SwapInstruction, decode_swap
 
@@ -56,24 +57,32 @@ if genesis == 0 then redis.call('SET', KEYS[1], now); genesis = now end
 return {now, math.floor((now - genesis) / tonumber(ARGV[1]))}
 """
 
-# KEYS: signature, pools hash, pool version, genesis.
-# ARGV: last valid height, slot ms, expected pool version, pool field, new pool JSON ('' = no
-# change: the transaction failed on chain), record JSON (an object), confirm delay ms, ttl s.
+# KEYS: signature, genesis, then per pool: its pools hash, its version key.
+# ARGV: last valid height, slot ms, record JSON (an object), confirm delay ms, ttl s, then per
+# pool: expected version, pool field, new pool JSON ('' = no change: unused, or the
+# transaction failed on chain). Every pool is checked before any is written: all or nothing.
 _SEND = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {'duplicate', existing} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local height = math.floor((now - tonumber(redis.call('GET', KEYS[4]) or now)) / tonumber(ARGV[2]))
+local height = math.floor((now - tonumber(redis.call('GET', KEYS[2]) or now)) / tonumber(ARGV[2]))
 if height > tonumber(ARGV[1]) then return {'expired', tostring(height)} end
-if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then return {'conflict', ''} end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-  redis.call('INCR', KEYS[3])
+local pools = (#KEYS - 2) / 2
+for i = 0, pools - 1 do
+  if tonumber(redis.call('GET', KEYS[4 + 2 * i]) or '0') ~= tonumber(ARGV[6 + 3 * i]) then
+    return {'conflict', tostring(i)}
+  end
+end
+for i = 0, pools - 1 do
+  if ARGV[8 + 3 * i] ~= '' then
+    redis.call('HSET', KEYS[3 + 2 * i], ARGV[7 + 3 * i], ARGV[8 + 3 * i])
+    redis.call('INCR', KEYS[4 + 2 * i])
+  end
 end
 local record = string.format('{"slot":%d,"landedAtMs":%d,"confirmAtMs":%d,%s',
-  height + 1, now, now + tonumber(ARGV[7]), string.sub(ARGV[6], 2))
-redis.call('SET', KEYS[1], record, 'EX', tonumber(ARGV[8]))
+  height + 1, now, now + tonumber(ARGV[4]), string.sub(ARGV[3], 2))
+redis.call('SET', KEYS[1], record, 'EX', tonumber(ARGV[5]))
 return {'ok', record}
 """
 
@@ -109,6 +118,7 @@ class SignatureStatus:
     fee_amount: int
     landed_at_ms: int
     confirm_at_ms: int
+    legs: tuple[dict[str, Any], ...] = ()  # each leg's fill: venue, pool, mints, amounts, fee
 
     @classmethod
     def from_record(cls, record: dict[str, Any], now_ms: int) -> "SignatureStatus":
@@ -122,6 +132,7 @@ class SignatureStatus:
             fee_amount=int(record["fee"]),
             landed_at_ms=int(record["landedAtMs"]),
             confirm_at_ms=int(record["confirmAtMs"]),
+            legs=tuple(record.get("legs", ())),
         )
 
 
@@ -216,82 +227,71 @@ class Cluster:
         return signature
 
     async def _execute(self, tx: VersionedTransaction, signature: str, lvbh: int) -> None:
-        swap = _find_swap(tx)
-        if swap is None:
+        swaps = _find_swaps(tx)
+        if not swaps:
             raise InvalidTransaction("no venue swap instruction")
-        venue = VENUE_PROGRAMS[swap.program_id]
         # Swaps on one pool from this process go one at a time (as a leader orders a block),
         # each starting from the state the last one wrote: no compare-and-set conflicts among
-        # themselves, and no re-read of the pool unless another process moved it.
-        lock = self._pool_locks.setdefault(swap.pool, asyncio.Lock())
-        async with lock:
-            await self._execute_locked(tx, signature, lvbh, swap, venue)
+        # themselves, and no re-read of the pool unless another process moved it. A route
+        # takes its pools' locks in address order, so two routes cannot wait on each other.
+        addresses = sorted({s.pool for s in swaps})
+        async with AsyncExitStack() as stack:
+            for address in addresses:
+                await stack.enter_async_context(
+                    self._pool_locks.setdefault(address, asyncio.Lock())
+                )
+            await self._execute_locked(signature, lvbh, swaps, addresses)
 
     async def _execute_locked(
-        self, tx: VersionedTransaction, signature: str, lvbh: int, swap: SwapInstruction, venue: str
+        self, signature: str, lvbh: int, swaps: list[SwapInstruction], addresses: list[str]
     ) -> None:
-        pool = self._last_written.pop(swap.pool, None)
+        pools = {a: p for a in addresses if (p := self._last_written.pop(a, None)) is not None}
         for _ in range(_MAX_CAS_TRIES):
-            if pool is None:
-                pool = await self.market.pool(swap.pool)
-            if pool is None or pool.program_id != swap.program_id:
-                raise InvalidTransaction(f"unknown pool {swap.pool}")
-            new_pool, new_json, record = self._outcome(pool, swap, venue)
+            await self._read_missing(pools, addresses, swaps)
+            outcome = execute_route(pools, swaps, int(time.time()))
+            written = {a: outcome.pools[a].dumps().encode() for a in outcome.changed}
+            args: list[bytes | str | int | float] = [lvbh, self.slot_ms]
+            args += [orjson.dumps(outcome.record), self._confirm_delay_ms(), SIGNATURE_TTL_S]
+            for address in addresses:
+                args += [pools[address].version, address, written.get(address, b"")]
             result, detail = await self._send(
-                keys=[
-                    keys.signature_key(signature),
-                    keys.pools_key(pair_key(*pool.mints)),
-                    keys.pool_version_key(pool.address),
-                    keys.CLUSTER_GENESIS_MS,
-                ],
-                args=[
-                    lvbh,
-                    self.slot_ms,
-                    pool.version,
-                    pool.address,
-                    new_json,
-                    orjson.dumps(record),
-                    self._confirm_delay_ms(),
-                    SIGNATURE_TTL_S,
-                ],
+                keys=[keys.signature_key(signature), keys.CLUSTER_GENESIS_MS]
+                + [k for a in addresses for k in _pool_keys(pools[a])],
+                args=args,
             )
             result = result.decode() if isinstance(result, bytes) else result
             if result in ("ok", "duplicate"):
                 landed = orjson.loads(detail)
                 self.height = max(self.height, int(landed["slot"]) - 1)
             if result == "ok":
-                self._last_written[swap.pool] = new_pool
+                self._last_written.update(outcome.pools)
+                for address, raw in written.items():
+                    self.market.remember(raw, outcome.pools[address])
                 self._remember_landing(signature, landed)
             if result == "expired":
                 raise BlockhashNotFound("Blockhash not found")
             if result in ("ok", "duplicate"):
                 return
-            pool = None  # another writer moved the pool: read it again
+            pools.clear()  # another writer moved a pool: read them again
         raise RpcTimeout("pool too busy")  # nothing landed; safe to retry
 
-    def _outcome(
-        self, pool: Pool, swap: SwapInstruction, venue: str
-    ) -> tuple[Pool, bytes | str, dict[str, Any]]:
-        """The pool after the swap (unchanged if it fails), its JSON ('' if unchanged), and the
-        signature's record."""
-        record: dict[str, Any] = {
-            "venue": venue,
-            "pool": pool.address,
-            "amountIn": swap.amount_in,
-            "amountOut": 0,
-            "fee": 0,
-            "err": None,
-        }
-        try:
-            new_pool, fill = pool.swap(swap.mint_in, swap.amount_in, int(time.time()))
-        except InsufficientLiquidity:
-            record["err"] = "InsufficientLiquidity"
-            return pool, "", record
-        if fill.amount_out < swap.min_amount_out:
-            record["err"] = SLIPPAGE_ERRORS[venue]
-            return pool, "", record
-        record.update(amountOut=fill.amount_out, fee=fill.fee_amount)
-        return new_pool, new_pool.dumps(), record
+    async def _read_missing(
+        self, pools: dict[str, Pool], addresses: list[str], swaps: list[SwapInstruction]
+    ) -> None:
+        missing = [a for a in addresses if a not in pools]
+        if not missing:
+            found: list[Pool | None] = []
+        elif len(missing) == 1:
+            found = [await self.market.pool(missing[0])]
+        else:
+            found = list(await asyncio.gather(*(self.market.pool(a) for a in missing)))
+        for address, pool in zip(missing, found, strict=True):
+            if pool is None:
+                raise InvalidTransaction(f"unknown pool {address}")
+            pools[address] = pool
+        for swap in swaps:
+            if pools[swap.pool].program_id != swap.program_id:
+                raise InvalidTransaction(f"pool {swap.pool} is not a {swap.program_id} pool")
 
     def _remember_landing(self, signature: str, record: dict[str, Any]) -> None:
         """Keep what a send just saw land, so `await_landing` need not ask at once."""
@@ -339,13 +339,22 @@ class Cluster:
             await asyncio.sleep(self.slot_ms / 1000)
 
 
-def _find_swap(tx: VersionedTransaction) -> SwapInstruction | None:
+def _pool_keys(pool: Pool) -> list[str]:
+    return [keys.pools_key(pair_key(*pool.mints)), keys.pool_version_key(pool.address)]
+
+
+def _find_swaps(tx: VersionedTransaction) -> list[SwapInstruction]:
+    """Every venue swap instruction of the transaction, in order."""
     msg = tx.message
     account_keys = list(msg.account_keys)
+    swaps = []
     for ix in msg.instructions:
         program_id = str(account_keys[ix.program_id_index])
         if program_id in VENUE_PROGRAMS:
-            return decode_swap(
+            swap = decode_swap(
                 program_id, bytes(ix.data), [account_keys[i] for i in bytes(ix.accounts)]
             )
-    return None
+            if swap is None:
+                return []  # a malformed venue instruction fails the whole transaction
+            swaps.append(swap)
+    return swaps

@@ -15,10 +15,13 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.batching import Coalescer
+from shared.market.exact_out import route_exact_out
 from shared.market.meteora import METEORA_DLMM, dlmm_new
+from shared.market.plan import Decision
 from shared.market.pools import VENUE_NAMES, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, cp_new
-from shared.market.routing import MAX_PRICE_IMPACT_PCT, Route, VenueQuote, choose_route
+from shared.market.router import PoolsByPair, RouteOptions, pairs_to_read, route_exact_in
+from shared.market.routing import MAX_PRICE_IMPACT_PCT, VenueQuote
 from shared.market.tokens import PAIRS, Token, price_to_base_units, resolve_token
 from shared.market.types import InsufficientLiquidity
 from shared.settings import Settings
@@ -28,6 +31,7 @@ from shared.sim.programs import pool_address
 log = logging.getLogger(__name__)
 
 QUOTE_LATENCY_S = 0.2
+DEFAULT_OPTIONS = RouteOptions()
 _STABLES = frozenset({"USDC", "USDT"})
 _MAJORS = frozenset({"SOL", "ETH", "BTC", "USDC", "USDT"})
 
@@ -45,6 +49,68 @@ def pair_key(mint_a: str, mint_b: str) -> str:
 
 def _pool_liquidity_usd(base: Token, quote: Token) -> Decimal:
     return Decimal(8_000_000) if {base.symbol, quote.symbol} <= _MAJORS else Decimal(1_500_000)
+
+
+def seed_market(seed: int | None) -> list[tuple[Token, Token, Decimal, list[Pool]]]:
+    """Every listed pair's first pools (AMM v4, CPMM, DLMM) and its venue spread: what
+    `Market.ensure_seeded` stores, reproducible for a given seed (benchmarks use it as is)."""
+    rng = random.Random(seed)
+    seeded = []
+    for base_sym, quote_sym in PAIRS:
+        base, quote = resolve_token(base_sym), resolve_token(quote_sym)
+        assert base is not None and quote is not None
+        spread = Decimal(str(round(rng.uniform(0.02, 0.05), 5))) * rng.choice((1, -1))
+        seeded.append((base, quote, spread, _seed_pools(base, quote, spread, rng)))
+    return seeded
+
+
+def _seed_pools(base: Token, quote: Token, spread: Decimal, rng: random.Random) -> list[Pool]:
+    mid = price_to_base_units(base, quote, base.ref_price_usd / quote.ref_price_usd)
+    reserve_quote = int(_pool_liquidity_usd(base, quote) / quote.ref_price_usd) * 10**quote.decimals
+    volatile = not {base.symbol, quote.symbol} <= _MAJORS
+    ray_mid, met_mid = mid * (1 + spread / 2), mid * (1 - spread / 2)
+    cpmm_fee = 100 if volatile else 25
+    return [
+        Pool(
+            "raydium",
+            cp_new(
+                pool_address(RAYDIUM_AMM_V4, base.mint, quote.mint, "amm"),
+                RAYDIUM_AMM_V4,
+                base.mint,
+                quote.mint,
+                25,
+                ray_mid,
+                reserve_quote,
+            ),
+            0,
+        ),
+        Pool(
+            "raydium",
+            cp_new(
+                pool_address(RAYDIUM_CPMM, base.mint, quote.mint, f"cpmm{cpmm_fee}"),
+                RAYDIUM_CPMM,
+                base.mint,
+                quote.mint,
+                cpmm_fee,
+                ray_mid * Decimal(str(1 + rng.uniform(-0.004, 0.004))),
+                reserve_quote // 4,
+            ),
+            0,
+        ),
+        Pool(
+            "meteora",
+            dlmm_new(
+                pool_address(METEORA_DLMM, base.mint, quote.mint, "dlmm"),
+                base.mint,
+                quote.mint,
+                25 if volatile else 10,
+                met_mid,
+                reserve_quote,
+                bins_each_side=40,
+            ),
+            0,
+        ),
+    ]
 
 
 _DECODED_POOLS = 256  # a few states of every pool (PAIRS x 3 pools)
@@ -81,71 +147,19 @@ class Market:
         """Create the pools once per Redis; returns True when this call created them."""
         if not await self.redis.set(keys.MARKET_SEEDED, "seeding", nx=True):
             return False
-        rng = random.Random(self.settings.sim_seed)
         refs: dict[str, Decimal] = {}
-        for base_sym, quote_sym in PAIRS:
-            base, quote = resolve_token(base_sym), resolve_token(quote_sym)
-            assert base is not None and quote is not None
+        for base, quote, spread, pools in seed_market(self.settings.sim_seed):
             refs[base.symbol], refs[quote.symbol] = base.ref_price_usd, quote.ref_price_usd
-            spread = Decimal(str(round(rng.uniform(0.02, 0.05), 5))) * rng.choice((1, -1))
-            await self._seed_pair(base, quote, spread, rng)
+            await self._store_pair(base, quote, spread, pools)
         await self.redis.hset(keys.REF_PRICES, mapping={k: str(v) for k, v in refs.items()})
         await self.redis.setnx(keys.CLUSTER_GENESIS_MS, int(time.time() * 1000))
         await self.redis.set(keys.MARKET_SEEDED, "1")
         log.info("market seeded: %d pairs, 3 pools each", len(PAIRS))
         return True
 
-    async def _seed_pair(
-        self, base: Token, quote: Token, spread: Decimal, rng: random.Random
+    async def _store_pair(
+        self, base: Token, quote: Token, spread: Decimal, pools: list[Pool]
     ) -> None:
-        mid = price_to_base_units(base, quote, base.ref_price_usd / quote.ref_price_usd)
-        reserve_quote = (
-            int(_pool_liquidity_usd(base, quote) / quote.ref_price_usd) * 10**quote.decimals
-        )
-        volatile = not {base.symbol, quote.symbol} <= _MAJORS
-        ray_mid, met_mid = mid * (1 + spread / 2), mid * (1 - spread / 2)
-        cpmm_fee = 100 if volatile else 25
-        pools = [
-            Pool(
-                "raydium",
-                cp_new(
-                    pool_address(RAYDIUM_AMM_V4, base.mint, quote.mint, "amm"),
-                    RAYDIUM_AMM_V4,
-                    base.mint,
-                    quote.mint,
-                    25,
-                    ray_mid,
-                    reserve_quote,
-                ),
-                0,
-            ),
-            Pool(
-                "raydium",
-                cp_new(
-                    pool_address(RAYDIUM_CPMM, base.mint, quote.mint, f"cpmm{cpmm_fee}"),
-                    RAYDIUM_CPMM,
-                    base.mint,
-                    quote.mint,
-                    cpmm_fee,
-                    ray_mid * Decimal(str(1 + rng.uniform(-0.004, 0.004))),
-                    reserve_quote // 4,
-                ),
-                0,
-            ),
-            Pool(
-                "meteora",
-                dlmm_new(
-                    pool_address(METEORA_DLMM, base.mint, quote.mint, "dlmm"),
-                    base.mint,
-                    quote.mint,
-                    25 if volatile else 10,
-                    met_mid,
-                    reserve_quote,
-                    bins_each_side=40,
-                ),
-                0,
-            ),
-        ]
         pk = pair_key(base.mint, quote.mint)
         async with self.redis.pipeline(transaction=True) as pipe:
             for pool in pools:
@@ -185,10 +199,15 @@ class Market:
         pool = self._decoded.get(raw)
         if pool is None:
             pool = Pool.loads(raw)
-            if len(self._decoded) >= _DECODED_POOLS:
-                del self._decoded[next(iter(self._decoded))]  # the oldest
-            self._decoded[raw] = pool
+            self.remember(raw, pool)
         return pool
+
+    def remember(self, raw: bytes, pool: Pool) -> None:
+        """`raw` is `pool`'s stored JSON: a read that finds it need not decode it (the cluster
+        tells this after each write, so the next route's read of that pool costs nothing)."""
+        if len(self._decoded) >= _DECODED_POOLS:
+            del self._decoded[next(iter(self._decoded))]  # the oldest
+        self._decoded[raw] = pool
 
     async def write_pool(self, pool: Pool, expected_version: int) -> bool:
         """Store `pool` if nobody wrote that pool since `expected_version` was read."""
@@ -239,11 +258,31 @@ class Market:
         why = f"insufficient liquidity (or price impact over {MAX_PRICE_IMPACT_PCT}%)"
         return out, (None if out else why)
 
+    async def route_pools(
+        self, mint_in: str, mint_out: str, options: RouteOptions = DEFAULT_OPTIONS
+    ) -> PoolsByPair:
+        """The pools of every pair a route between the mints may use, in one round trip."""
+        wanted = pairs_to_read(mint_in, mint_out, options)
+        found = await asyncio.gather(*(self.pools(*sorted(p)) for p in wanted))
+        return dict(zip(wanted, found, strict=True))
+
     async def route(
-        self, token_in: Token, token_out: Token, amount_in: int
-    ) -> tuple[Route | None, dict[str, str]]:
-        quotes, failed = await self.quotes(token_in, token_out, amount_in)
-        return choose_route(quotes, token_out, failed), failed
+        self,
+        token_in: Token,
+        token_out: Token,
+        amount: int,
+        options: RouteOptions = DEFAULT_OPTIONS,
+        exact_out: bool = False,
+    ) -> Decision | None:
+        """The best route for `amount` (of token_in, or of token_out when `exact_out`) over
+        the pools it may use, read in one round trip; None when nothing can fill it."""
+        pools, _ = await asyncio.gather(
+            self.route_pools(token_in.mint, token_out.mint, options),
+            self._latency(QUOTE_LATENCY_S),  # the venues are asked concurrently
+        )
+        now_ts = int(time.time())
+        find = route_exact_out if exact_out else route_exact_in
+        return find(pools, token_in, token_out, amount, now_ts, options)
 
     async def prices(self) -> list[PairPrices]:
         """Every listed pair's venue prices now (the pools read in one round trip)."""

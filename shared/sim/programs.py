@@ -30,17 +30,24 @@ def _anchor_discriminator(name: str) -> bytes:
     return hashlib.sha256(f"global:{name}".encode()).digest()[:8]
 
 
-# AMM v4 uses a one-byte instruction tag (9 = swap_base_in); CPMM and DLMM are Anchor programs.
+# AMM v4 uses a one-byte instruction tag (9 = swap_base_in, 11 = swap_base_out); CPMM and DLMM
+# are Anchor programs. Exact-out instructions carry (max amount in, amount out), in that order.
 _SWAP_TAGS = {
     RAYDIUM_AMM_V4: bytes([9]),
     RAYDIUM_CPMM: _anchor_discriminator("swap_base_input"),
     METEORA_DLMM: _anchor_discriminator("swap"),
 }
+_EXACT_OUT_TAGS = {
+    RAYDIUM_AMM_V4: bytes([11]),
+    RAYDIUM_CPMM: _anchor_discriminator("swap_base_output"),
+    METEORA_DLMM: _anchor_discriminator("swap_exact_out"),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SwapInstruction:
-    """An exact-in swap as the venue program sees it."""
+    """A swap as the venue program sees it. Exact-in: spend `amount_in`, receive at least
+    `min_amount_out`. Exact-out: receive exactly `min_amount_out`, spend at most `amount_in`."""
 
     program_id: str
     pool: str
@@ -49,12 +56,14 @@ class SwapInstruction:
     mint_out: str
     amount_in: int
     min_amount_out: int
+    exact_out: bool = False
 
 
 def encode_swap(swap: SwapInstruction, source: Pubkey, destination: Pubkey) -> Instruction:
     """The swap instruction: tag, `amount_in` u64, `min_amount_out` u64 (little endian)."""
     program = Pubkey.from_string(swap.program_id)
-    data = _SWAP_TAGS[swap.program_id] + struct.pack("<QQ", swap.amount_in, swap.min_amount_out)
+    tag = (_EXACT_OUT_TAGS if swap.exact_out else _SWAP_TAGS)[swap.program_id]
+    data = tag + struct.pack("<QQ", swap.amount_in, swap.min_amount_out)
     accounts = [
         AccountMeta(Pubkey.from_string(swap.pool), is_signer=False, is_writable=True),
         AccountMeta(source, is_signer=False, is_writable=True),
@@ -69,8 +78,9 @@ def encode_swap(swap: SwapInstruction, source: Pubkey, destination: Pubkey) -> I
 
 def decode_swap(program_id: str, data: bytes, accounts: list[Pubkey]) -> SwapInstruction | None:
     """The swap in a compiled instruction, or None when it is not a venue swap."""
-    tag = _SWAP_TAGS.get(program_id)
-    if tag is None or not data.startswith(tag) or len(data) != len(tag) + 16 or len(accounts) < 6:
+    exact_in, exact_out = _SWAP_TAGS.get(program_id), _EXACT_OUT_TAGS.get(program_id)
+    tag = next((t for t in (exact_in, exact_out) if t and data.startswith(t)), None)
+    if tag is None or len(data) != len(tag) + 16 or len(accounts) < 6:
         return None
     amount_in, min_out = struct.unpack("<QQ", data[len(tag) :])
     return SwapInstruction(
@@ -81,6 +91,7 @@ def decode_swap(program_id: str, data: bytes, accounts: list[Pubkey]) -> SwapIns
         mint_out=str(accounts[4]),
         amount_in=amount_in,
         min_amount_out=min_out,
+        exact_out=tag == exact_out,
     )
 
 

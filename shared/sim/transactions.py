@@ -1,7 +1,9 @@
 """Building and signing real Solana versioned transactions for a swap."""
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
@@ -23,7 +25,9 @@ from shared.sim.programs import (
     encode_swap,
 )
 
-COMPUTE_UNIT_LIMIT = 200_000
+COMPUTE_UNIT_LIMIT = 200_000  # a one-leg route
+COMPUTE_UNITS_PER_EXTRA_LEG = 100_000
+MAX_COMPUTE_UNIT_LIMIT = 1_400_000  # the most a Solana transaction may ask for
 _SYNC_NATIVE = bytes([17])
 _CLOSE_ACCOUNT = bytes([9])
 _CREATE_IDEMPOTENT = bytes([1])
@@ -38,54 +42,80 @@ class SignedSwap:
     wrap_sol: bool
     unwrap_sol: bool
     compute_unit_price: int
+    compute_unit_limit: int = COMPUTE_UNIT_LIMIT
 
     @property
     def base64(self) -> str:
         return base64.b64encode(self.raw).decode()
 
 
-def _create_ata(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
-    ata = get_associated_token_address(owner, mint)
+@lru_cache(maxsize=1024)
+def _ata(owner: Pubkey, mint: str) -> Pubkey:
+    """The owner's associated token account for `mint` (a PDA search: worth remembering)."""
+    return get_associated_token_address(owner, Pubkey.from_string(mint))
+
+
+def _create_ata(payer: Pubkey, owner: Pubkey, mint: str) -> Instruction:
+    ata = _ata(owner, mint)
     accounts = [
         AccountMeta(payer, is_signer=True, is_writable=True),
         AccountMeta(ata, is_signer=False, is_writable=True),
         AccountMeta(owner, is_signer=False, is_writable=False),
-        AccountMeta(mint, is_signer=False, is_writable=False),
+        AccountMeta(Pubkey.from_string(mint), is_signer=False, is_writable=False),
         AccountMeta(SYSTEM_PROGRAM, is_signer=False, is_writable=False),
         AccountMeta(TOKEN_PROGRAM, is_signer=False, is_writable=False),
     ]
     return Instruction(ATA_PROGRAM, _CREATE_IDEMPOTENT, accounts)
 
 
+def compute_unit_limit(legs: int) -> int:
+    """The compute budget a route of `legs` swap instructions asks for."""
+    return min(
+        COMPUTE_UNIT_LIMIT + COMPUTE_UNITS_PER_EXTRA_LEG * (legs - 1), MAX_COMPUTE_UNIT_LIMIT
+    )
+
+
 def build_swap_transaction(
-    keypair: Keypair, swap: SwapInstruction, blockhash: Hash, compute_unit_price: int, memo: str
+    keypair: Keypair,
+    swaps: Sequence[SwapInstruction],
+    blockhash: Hash,
+    compute_unit_price: int,
+    memo: str,
 ) -> SignedSwap:
-    """A v0 transaction: compute budget, memo, SOL wrap if paying SOL, swap, unwrap if
-    receiving SOL."""
+    """A v0 transaction for a route: compute budget, memo, the token accounts its legs pay
+    into, SOL wrapped if the route pays SOL, one swap instruction per leg in order, and the
+    wrapped-SOL account closed at the end whenever SOL passes through it (returning what the
+    legs did not spend or left over)."""
     owner = keypair.pubkey()
-    mint_in, mint_out = Pubkey.from_string(swap.mint_in), Pubkey.from_string(swap.mint_out)
-    source = get_associated_token_address(owner, mint_in)
-    destination = get_associated_token_address(owner, mint_out)
-    wrap, unwrap = swap.mint_in == NATIVE_SOL_MINT, swap.mint_out == NATIVE_SOL_MINT
+    first, last = swaps[0], swaps[-1]
+    wrap = first.mint_in == NATIVE_SOL_MINT
+    unwrap = last.mint_out == NATIVE_SOL_MINT
+    touches_sol = any(NATIVE_SOL_MINT in (s.mint_in, s.mint_out) for s in swaps)
+    limit = compute_unit_limit(len(swaps))
     ixs = [
-        set_compute_unit_limit(COMPUTE_UNIT_LIMIT),
+        set_compute_unit_limit(limit),
         set_compute_unit_price(compute_unit_price),
         # The memo (order id + attempt) makes each attempt's transaction unique: two identical
         # orders in the same slot would otherwise sign identical bytes, and a cluster keeps
         # only one transaction per signature.
         Instruction(MEMO_PROGRAM, memo.encode(), []),
-        _create_ata(owner, owner, mint_out),
     ]
+    outputs = list(dict.fromkeys(s.mint_out for s in swaps))
+    ixs += [_create_ata(owner, owner, m) for m in outputs]
     if wrap:
+        source = _ata(owner, NATIVE_SOL_MINT)
+        spend = sum(s.amount_in for s in swaps if s.mint_in == NATIVE_SOL_MINT)
         ixs += [
-            _create_ata(owner, owner, mint_in),
-            transfer(TransferParams(from_pubkey=owner, to_pubkey=source, lamports=swap.amount_in)),
+            _create_ata(owner, owner, NATIVE_SOL_MINT),
+            transfer(TransferParams(from_pubkey=owner, to_pubkey=source, lamports=spend)),
             Instruction(TOKEN_PROGRAM, _SYNC_NATIVE, [AccountMeta(source, False, True)]),
         ]
-    ixs.append(encode_swap(swap, source, destination))
-    if unwrap:
+    for swap in swaps:
+        ixs.append(encode_swap(swap, _ata(owner, swap.mint_in), _ata(owner, swap.mint_out)))
+    if touches_sol:
+        wsol = _ata(owner, NATIVE_SOL_MINT)
         closing = [
-            AccountMeta(destination, False, True),
+            AccountMeta(wsol, False, True),
             AccountMeta(owner, False, True),
             AccountMeta(owner, True, False),
         ]
@@ -101,4 +131,5 @@ def build_swap_transaction(
         wrap_sol=wrap,
         unwrap_sol=unwrap,
         compute_unit_price=compute_unit_price,
+        compute_unit_limit=limit,
     )
