@@ -5,6 +5,7 @@ import hashlib
 import random
 import struct
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,19 @@ from redis.asyncio import Redis
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.message import MessageV0
+from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from shared import keys
 from shared.market.meteora import METEORA_DLMM, DlmmPool
 from shared.market.pools import Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
+from shared.market.router import MAX_ROUTE_LEGS
 from shared.market.tokens import Token, resolve_token
 from shared.sim.cluster import BlockhashNotFound, Cluster, InvalidTransaction
 from shared.sim.market import Market
 from shared.sim.programs import SwapInstruction
-from shared.sim.transactions import SignedSwap, build_swap_transaction
+from shared.sim.transactions import PACKET_DATA_SIZE, SignedSwap, build_swap_transaction
 from tests.conftest import Infra
 from tests.conftest import test_settings as build_settings
 
@@ -110,6 +113,39 @@ async def _sign(
     blockhash, lvbh = await cluster.latest_blockhash()
     signed = build_swap_transaction(keypair, [swap], blockhash, compute_unit_price, "test")
     return signed, lvbh, blockhash
+
+
+def test_the_largest_route_the_router_returns_fits_in_one_packet() -> None:
+    """`MAX_ROUTE_LEGS` swaps over three hops, SOL wrapped in and its account closed, the
+    longest memo the worker writes: within Solana's 1,232 bytes. Two legs more do not fit,
+    and the builder refuses them instead of signing what no cluster would take."""
+    keypair = Keypair()
+    owner = str(keypair.pubkey())
+    path = [_token(s).mint for s in ("SOL", "USDC", "USDT", "BONK")]
+    per_hop = (3, 3, MAX_ROUTE_LEGS - 6)
+
+    def route(extra_legs: int) -> list[SwapInstruction]:
+        swaps = []
+        for hop, legs in enumerate(per_hop):
+            for _ in range(legs + (extra_legs if hop == len(per_hop) - 1 else 0)):
+                swaps.append(
+                    SwapInstruction(
+                        RAYDIUM_AMM_V4,
+                        str(Pubkey.new_unique()),
+                        owner,
+                        path[hop],
+                        path[hop + 1],
+                        LAMPORTS,
+                        1,
+                    )
+                )
+        return swaps
+
+    memo = f"oee:{uuid.uuid4()}:99"
+    signed = build_swap_transaction(keypair, route(0), Hash.default(), 1_000_000, memo)
+    assert len(signed.raw) <= PACKET_DATA_SIZE
+    with pytest.raises(ValueError, match="over 1232"):
+        build_swap_transaction(keypair, route(2), Hash.default(), 1_000_000, memo)
 
 
 def _instructions(tx: VersionedTransaction) -> list[tuple[str, bytes, list[str]]]:

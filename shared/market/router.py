@@ -27,6 +27,10 @@ INTERMEDIATES: tuple[str, ...] = tuple(
 )
 MAX_HOPS = 2  # intermediate tokens a route may pass through
 MAX_SPLITS = 3  # pools one hop may be split over (every pair has three)
+# Swap instructions in one route. A route is one transaction, and a Solana transaction is at
+# most 1,232 bytes (one network packet): seven legs over three hops fit with room to spare,
+# nine do not (tests/test_cluster.py builds the largest route the router can return).
+MAX_ROUTE_LEGS = 7
 EXACT_OUT_ROUNDS = 2
 
 HOP_KEEP = Decimal(BPS - HOP_SLIPPAGE_BPS) / BPS  # what an intermediate hop passes on, at worst
@@ -134,12 +138,17 @@ class _Search:
         return value * HOP_KEEP ** (len(path) - 2)
 
     def route_on(self, path: tuple[str, ...], amount: int) -> RoutePlan | None:
-        """The best route on `path`: each hop split in turn."""
+        """The best route on `path`: each hop split in turn, within `MAX_ROUTE_LEGS` legs in
+        all (each later hop keeps at least one)."""
         hops: list[tuple[Leg, ...]] = []
-        for a, b in _hops(path):
-            fills = split_exact_in(self.curves(a, b), amount, self.options.max_splits)
+        pairs = _hops(path)
+        legs_left = MAX_ROUTE_LEGS
+        for i, (a, b) in enumerate(pairs):
+            splits = min(self.options.max_splits, legs_left - (len(pairs) - i - 1))
+            fills = split_exact_in(self.curves(a, b), amount, splits)
             if not fills:
                 return None
+            legs_left -= len(fills)
             hops.append(tuple(Leg.of(f, a, b) for f in fills))
             # The next hop spends what this one is sure to deliver (see shared.market.plan).
             amount = sum(hop_minimum(f.amount_out) for f in fills)

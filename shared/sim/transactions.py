@@ -28,6 +28,7 @@ from shared.sim.programs import (
 COMPUTE_UNIT_LIMIT = 200_000  # a one-leg route
 COMPUTE_UNITS_PER_EXTRA_LEG = 100_000
 MAX_COMPUTE_UNIT_LIMIT = 1_400_000  # the most a Solana transaction may ask for
+PACKET_DATA_SIZE = 1_232  # the largest serialized transaction a Solana cluster accepts
 _SYNC_NATIVE = bytes([17])
 _CLOSE_ACCOUNT = bytes([9])
 _CREATE_IDEMPOTENT = bytes([1])
@@ -125,9 +126,12 @@ def build_swap_transaction(
     # same bytes at about twice the cost (bench/README.md).
     signature = keypair.sign_message(to_bytes_versioned(message))
     tx = VersionedTransaction.populate(message, [signature])
+    raw = bytes(tx)
+    if len(raw) > PACKET_DATA_SIZE:  # the router keeps routes small enough: a bug if not
+        raise ValueError(f"a {len(swaps)}-leg route is {len(raw)} bytes, over {PACKET_DATA_SIZE}")
     return SignedSwap(
         signature=str(tx.signatures[0]),
-        raw=bytes(tx),
+        raw=raw,
         wrap_sol=wrap,
         unwrap_sol=unwrap,
         compute_unit_price=compute_unit_price,

@@ -12,6 +12,7 @@ from shared.market.plan import BPS, Decision, RoutePlan, hop_minimum
 from shared.market.pools import Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool, cp_new
 from shared.market.router import (
+    MAX_ROUTE_LEGS,
     PoolsByPair,
     RouteOptions,
     pair,
@@ -93,6 +94,21 @@ def test_two_hop_route_by_hand() -> None:
     assert [leg["tokenOut"] for leg in decision.plan.to_event(TOKENS_BY_MINT)] == ["USDC", "JUP"]
     # Direct routes only: nothing trades BTC for JUP.
     assert route_exact_in(pools, BTC, JUP, 1000, NOW, RouteOptions(max_hops=0)) is None
+
+
+def test_a_three_hop_route_that_would_split_everywhere_stays_within_the_leg_budget() -> None:
+    # BTC -> USDC -> SOL -> JUP, three equal pools per hop and an order large enough that every
+    # hop would split three ways (nine legs): one transaction cannot carry nine swaps.
+    hops = ((BTC, USDC), (USDC, SOL), (SOL, JUP))
+    pools: dict[frozenset[str], list[Pool]] = {
+        pair(a.mint, b.mint): [_cp(10 * h + i, a, b, 10**9, 10**9, 25) for i in range(3)]
+        for h, (a, b) in enumerate(hops)
+    }
+    decision = route_exact_in(pools, BTC, JUP, 10**8, NOW, RouteOptions())
+    assert decision is not None
+    legs = [len(hop) for hop in decision.plan.hops]
+    assert len(legs) == 3 and sum(legs) == MAX_ROUTE_LEGS < 9
+    assert legs[0] == 3  # the budget goes to the first hops, and every hop keeps one
 
 
 def test_per_leg_minimums_add_up_to_the_route_minimum() -> None:
