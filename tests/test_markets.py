@@ -61,11 +61,20 @@ async def test_market_stream_sends_a_snapshot_then_every_change(stack: Stack) ->
     async with websockets.connect(f"{stack.ws_base}/api/markets/stream") as ws:
         first = await _next_snapshot(ws)
         before = {m["name"]: m for m in first["markets"]}
-        # A large fill moves the pool it lands on, so the next look sees another price.
-        order = await stack.submit({"tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "2000"})
+        # A large fill moves the pool it lands on, so the next look sees another price. Only
+        # Meteora and no other token: the route's one pool is the DLMM pool the panel shows.
+        order = await stack.submit(
+            {
+                "tokenIn": "SOL",
+                "tokenOut": "USDC",
+                "amountIn": "2000",
+                "dexes": ["meteora"],
+                "onlyDirectRoutes": True,
+            }
+        )
         moved = await _next_snapshot(ws)
     after = {m["name"]: m for m in moved["markets"]}
-    assert after["SOL/USDC"] != before["SOL/USDC"], order
+    assert after["SOL/USDC"]["meteora"] != before["SOL/USDC"]["meteora"], order
     assert after["ETH/USDC"] == before["ETH/USDC"]  # only the pair traded moved
 
 
