@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from arq.connections import RedisSettings, create_pool
 from fastapi import FastAPI, params
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
@@ -29,7 +30,7 @@ from app.main import create_app
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
 from shared.db import init_connection, migrate
 from shared.heap import freeze_startup_heap
-from shared.jobqueue import QueueWorker
+from shared.jobqueue import QueueWorker, enqueue_order
 from shared.settings import Settings
 from shared.sim.market import Market
 from worker.settings import worker_settings
@@ -163,6 +164,15 @@ class Stack:
                 await task
             await worker.close()
         self._workers.clear()
+
+    async def requeue(self, order_id: uuid.UUID | str) -> None:
+        """Queue the order's job again, as the sweeper would for a job that is gone."""
+        assert self.settings.redis_url is not None
+        arq = await create_pool(RedisSettings.from_dsn(self.settings.redis_url))
+        try:
+            await enqueue_order(arq, order_id)
+        finally:
+            await arq.aclose()
 
     async def submit(self, body: dict[str, Any] | None = None, **headers: str) -> dict[str, Any]:
         order = body or {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1"}

@@ -14,12 +14,10 @@ from typing import Any
 
 import orjson
 import pytest
-from arq.connections import RedisSettings, create_pool
 from solders.transaction import VersionedTransaction
 
 from shared import keys, queries
 from shared.db import create_pool as create_db_pool
-from shared.jobqueue import enqueue_order
 from shared.market.meteora import METEORA_DLMM, DlmmPool, bin_price, dlmm_fee_rate
 from shared.market.pools import SLIPPAGE_ERRORS, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
@@ -499,12 +497,7 @@ async def test_recovery_after_a_crash_never_executes_twice(
         assert (await _versions(stack, SOL, USDC))[chosen.pool.address] == 1
 
     # A fresh worker picks the order up again.
-    assert stack.settings.redis_url is not None
-    arq = await create_pool(RedisSettings.from_dsn(stack.settings.redis_url))
-    try:
-        await enqueue_order(arq, order_id)
-    finally:
-        await arq.aclose()
+    await stack.requeue(order_id)
     await stack.start_worker()
     events = await follow(accepted["wsUrl"])
 

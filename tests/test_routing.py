@@ -9,12 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from arq.connections import RedisSettings, create_pool
 from solders.transaction import VersionedTransaction
 
 from shared import keys, queries
 from shared.db import create_pool as create_db_pool
-from shared.jobqueue import enqueue_order
 from shared.market.pools import SLIPPAGE_ERRORS, VENUE_NAMES, Pool
 from shared.market.router import RouteOptions
 from shared.sim.cluster import Cluster
@@ -297,12 +295,7 @@ async def test_a_leg_whose_pool_moved_fails_the_whole_route_which_is_retried_who
     assert await _versions(stack, list(versions)) == versions
 
     # A worker finds the failed transaction and routes the whole order again.
-    assert stack.settings.redis_url is not None
-    arq = await create_pool(RedisSettings.from_dsn(stack.settings.redis_url))
-    try:
-        await enqueue_order(arq, order_id)
-    finally:
-        await arq.aclose()
+    await stack.requeue(order_id)
     await stack.start_worker()
     events = await follow(accepted["wsUrl"])
     statuses = [(e["status"], e["attempt"]) for e in events]
