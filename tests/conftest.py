@@ -28,11 +28,14 @@ from starlette.types import ASGIApp
 from app.__main__ import server_options
 from app.main import create_app
 from devstack.servers import EmbeddedPostgres, EmbeddedValkey
+from shared import queries
+from shared.db import create_pool as create_db_pool
 from shared.db import init_connection, migrate
 from shared.heap import freeze_startup_heap
 from shared.jobqueue import QueueWorker, enqueue_order
 from shared.settings import Settings
 from shared.sim.market import Market
+from shared.sim.transactions import SignedSwap
 from worker.settings import worker_settings
 
 TEMPLATE_DB = "oee_template"
@@ -173,6 +176,39 @@ class Stack:
             await enqueue_order(arq, order_id)
         finally:
             await arq.aclose()
+
+    async def record_first_attempt(
+        self,
+        order_id: uuid.UUID,
+        signed: SignedSwap,
+        last_valid_block_height: int,
+        routing: dict[str, Any],
+        routing_fields: dict[str, Any],
+        building: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`routing` and `building` for attempt 1, as a worker writes them before it sends
+        `signed` (a run started, the transaction stored as pending): the two new events."""
+        assert self.settings.database_url is not None
+        db = await create_db_pool(self.settings.database_url, min_size=1, max_size=1)
+        try:
+            async with db.acquire() as conn:
+                assert (await queries.start_runs(conn, [order_id]))[0] is not None
+                routed = await queries.transition(
+                    conn, order_id, "routing", attempt=1, data=routing,
+                    allowed_from=("pending",), fields={"attempts": 1, **routing_fields},
+                )  # fmt: skip
+                built = await queries.transition(
+                    conn, order_id, "building", attempt=1, data=building,
+                    allowed_from=("routing",),
+                    fields={
+                        "tx_hash": signed.signature, "tx_base64": signed.base64,
+                        "last_valid_block_height": last_valid_block_height, "tx_pending": True,
+                    },
+                )  # fmt: skip
+        finally:
+            await db.close()
+        assert routed is not None and built is not None
+        return routed, built
 
     async def submit(self, body: dict[str, Any] | None = None, **headers: str) -> dict[str, Any]:
         order = body or {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1"}

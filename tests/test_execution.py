@@ -16,8 +16,7 @@ import orjson
 import pytest
 from solders.transaction import VersionedTransaction
 
-from shared import keys, queries
-from shared.db import create_pool as create_db_pool
+from shared import keys
 from shared.market.meteora import METEORA_DLMM, DlmmPool, bin_price, dlmm_fee_rate
 from shared.market.pools import SLIPPAGE_ERRORS, Pool
 from shared.market.raydium import RAYDIUM_AMM_V4, RAYDIUM_CPMM, CpPool
@@ -455,43 +454,15 @@ async def test_recovery_after_a_crash_never_executes_twice(
         min_amount_out=min_out,
     )
     signed = build_swap_transaction(keypair, [swap], blockhash, 50_000, f"oee:{order_id}:1")
-    assert stack.settings.database_url is not None
-    db = await create_db_pool(stack.settings.database_url, min_size=1, max_size=1)
-    try:
-        async with db.acquire() as conn:
-            assert (await queries.start_runs(conn, [order_id]))[0] is not None
-            routed = await queries.transition(
-                conn,
-                order_id,
-                "routing",
-                attempt=1,
-                data={"quotes": [], "chosen": chosen.dex, "reason": "set up by the test"},
-                allowed_from=("pending",),
-                fields={
-                    "attempts": 1,
-                    "dex_chosen": chosen.dex,
-                    "pool": chosen.pool.address,
-                    "min_amount_out": min_out,
-                },
-            )
-            built = await queries.transition(
-                conn,
-                order_id,
-                "building",
-                attempt=1,
-                data={"dex": chosen.dex, "lastValidBlockHeight": lvbh},
-                allowed_from=("routing",),
-                fields={
-                    "tx_hash": signed.signature,
-                    "tx_base64": signed.base64,
-                    "last_valid_block_height": lvbh,
-                    "tx_pending": True,
-                },
-            )
-    finally:
-        await db.close()
-    assert routed is not None and routed["seq"] == 2
-    assert built is not None and built["seq"] == 3
+    routed, built = await stack.record_first_attempt(
+        order_id,
+        signed,
+        lvbh,
+        {"quotes": [], "chosen": chosen.dex, "reason": "set up by the test"},
+        {"dex_chosen": chosen.dex, "pool": chosen.pool.address, "min_amount_out": min_out},
+        {"dex": chosen.dex, "lastValidBlockHeight": lvbh},
+    )
+    assert routed["seq"] == 2 and built["seq"] == 3
     if sent_before_crash:
         await cluster.send_transaction(signed.raw, lvbh)
         assert (await _versions(stack, SOL, USDC))[chosen.pool.address] == 1

@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 from solders.transaction import VersionedTransaction
 
-from shared import keys, queries
-from shared.db import create_pool as create_db_pool
+from shared import keys
 from shared.market.pools import SLIPPAGE_ERRORS, VENUE_NAMES, Pool
 from shared.market.router import RouteOptions
 from shared.sim.cluster import Cluster
@@ -278,7 +277,10 @@ async def test_a_leg_whose_pool_moved_fails_the_whole_route_which_is_retried_who
     swaps = swap_instructions(decision.plan, str(keypair.pubkey()), 1, 0)  # a 1 bp guard
     blockhash, lvbh = await cluster.latest_blockhash()
     signed = build_swap_transaction(keypair, swaps, blockhash, 50_000, f"oee:{order_id}:1")
-    await _record_first_attempt(stack, order_id, decision.plan.main_leg.dex, signed, lvbh)
+    dex = decision.plan.main_leg.dex
+    await stack.record_first_attempt(
+        order_id, signed, lvbh, {"chosen": dex}, {"dex_chosen": dex}, {"txHash": signed.signature}
+    )
 
     # ... but before it lands, someone else's fill moves the last leg's pool against it.
     moved = decision.plan.legs[-1]
@@ -306,29 +308,3 @@ async def test_a_leg_whose_pool_moved_fails_the_whole_route_which_is_retried_who
     assert VENUE_NAMES[moved.dex] in retry["retryOf"]["error"]
     assert events[-1]["txHash"] != signed.signature
     assert len(events[-1]["fills"]) == len(retry["routePlan"])
-
-
-async def _record_first_attempt(
-    stack: Stack, order_id: uuid.UUID, dex: str, signed: Any, lvbh: int
-) -> None:
-    """`routing` and `building` for attempt 1, as the worker writes them before it sends."""
-    assert stack.settings.database_url is not None
-    db = await create_db_pool(stack.settings.database_url, min_size=1, max_size=1)
-    try:
-        async with db.acquire() as conn:
-            assert (await queries.start_runs(conn, [order_id]))[0] is not None
-            routed = await queries.transition(
-                conn, order_id, "routing", attempt=1, data={"chosen": dex},
-                allowed_from=("pending",), fields={"attempts": 1, "dex_chosen": dex},
-            )  # fmt: skip
-            built = await queries.transition(
-                conn, order_id, "building", attempt=1, data={"txHash": signed.signature},
-                allowed_from=("routing",),
-                fields={
-                    "tx_hash": signed.signature, "tx_base64": signed.base64,
-                    "last_valid_block_height": lvbh, "tx_pending": True,
-                },
-            )  # fmt: skip
-        assert routed is not None and built is not None
-    finally:
-        await db.close()
