@@ -24,12 +24,19 @@ from demo.render import exit_code, render_summary
 from demo.scenarios import advanced_specs
 
 DEFAULT_PORT = 3000
+KEY_HINT = (
+    "The engine runs with AUTH_MODE=keys: give the demo a key, `API_KEY=oee_... make demo`. "
+    "`python -m app keys create --account demo --scope trade` makes one; --advanced also "
+    "launches a token, which needs the admin scope."
+)
 
 
 async def run(options: Options) -> int:
     """The whole demo; returns the process exit status."""
     console = make_console()
-    async with httpx.AsyncClient(base_url=options.url, timeout=HTTP_TIMEOUT_S) as client:
+    async with httpx.AsyncClient(
+        base_url=options.url, timeout=HTTP_TIMEOUT_S, headers=options.headers()
+    ) as client:
         problem = await check_health(client, options.url)
         if problem is not None:
             console.print(problem, style="yellow", markup=False)
@@ -47,6 +54,9 @@ async def run(options: Options) -> int:
             )
     console.print()
     console.print(render_summary(session.board.rows, options.timeout_s))
+    refused = {row.error_code for row in session.board.rows} & {"UNAUTHORIZED", "FORBIDDEN"}
+    if refused:
+        console.print(KEY_HINT, style="yellow", markup=False)
     return exit_code(session.board.rows)
 
 
@@ -86,6 +96,11 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] = os.environ) 
     parser.add_argument(
         "--plain", action="store_true", help="one plain line per event, even on a terminal"
     )
+    parser.add_argument(
+        "--api-key",
+        default=env.get("API_KEY") or None,
+        help="API key for an engine in AUTH_MODE=keys (default: $API_KEY)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.orders <= 100:
         parser.error("--orders must be between 1 and 100")
@@ -103,6 +118,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] = os.environ) 
         slippage_bps=args.slippage_bps,
         advanced=args.advanced,
         plain=args.plain,
+        api_key=args.api_key,
     )
 
 

@@ -70,6 +70,10 @@ class Options:
     slippage_bps: int
     advanced: bool
     plain: bool
+    api_key: str | None = None  # AUTH_MODE=keys: sent on every request and socket
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 @dataclass
@@ -170,7 +174,9 @@ async def follow(session: Session, index: int, ws_url: str) -> None:
     while not row.terminal:
         try:
             async with connect(
-                resume_url(ws_url, row.last_seq), open_timeout=WS_OPEN_TIMEOUT_S
+                resume_url(ws_url, row.last_seq),
+                open_timeout=WS_OPEN_TIMEOUT_S,
+                additional_headers=session.options.headers(),
             ) as ws:
                 async for message in ws:
                     event = json.loads(message)

@@ -1,6 +1,13 @@
-"""The demo finds the API where `make run` serves it."""
+"""The demo finds the API where `make run` serves it, with a key when the engine wants one."""
+
+import asyncpg
+import pytest
 
 import demo
+from demo import cli
+from shared import apikeys
+from shared.apikeys import Scope as KeyScope
+from tests.conftest import StackFactory
 
 
 def test_the_demo_follows_port_like_make_run() -> None:
@@ -12,3 +19,28 @@ def test_the_demo_follows_port_like_make_run() -> None:
 def test_an_explicit_url_wins_over_port() -> None:
     options = demo.parse_args(["--url", "http://engine.example:8080/"], {"PORT": "3001"})
     assert options.url == "http://engine.example:8080"
+
+
+async def test_the_demo_trades_with_a_key_and_says_how_to_get_one_without(
+    make_stack: StackFactory, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await make_stack(auth_mode="keys")
+    key = (await apikeys.create_key(db, "demo", [KeyScope.TRADE])).key
+    without_key = demo.parse_args(["--url", stack.base_url, "--orders", "2", "--plain"], {})
+    assert without_key.api_key is None
+
+    assert await cli.run(without_key) == 1
+    shown = capsys.readouterr().out
+    assert "401 UNAUTHORIZED" in shown and "API_KEY=oee_..." in shown
+    assert await db.fetchval("SELECT count(*) FROM orders") == 0
+
+    with_key = demo.parse_args(
+        ["--url", stack.base_url, "--orders", "2", "--plain"], {"API_KEY": key}
+    )
+    assert await cli.run(with_key) == 0
+    shown = capsys.readouterr().out
+    assert "API_KEY=oee_..." not in shown
+    confirmed = await db.fetchval(
+        "SELECT count(*) FROM orders WHERE account = 'demo' AND status = 'confirmed'"
+    )
+    assert confirmed == 2  # placed as the key's account, and followed to the end over sockets
