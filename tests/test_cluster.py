@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from solders.hash import Hash
+from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
@@ -26,7 +27,7 @@ from shared.market.router import MAX_ROUTE_LEGS
 from shared.market.tokens import Token, resolve_token
 from shared.sim.cluster import BlockhashNotFound, Cluster, InvalidTransaction
 from shared.sim.market import Market
-from shared.sim.programs import SwapInstruction
+from shared.sim.programs import MEMO_PROGRAM, SwapInstruction, encode_swap
 from shared.sim.transactions import PACKET_DATA_SIZE, SignedSwap, build_swap_transaction
 from tests.conftest import Infra
 from tests.conftest import test_settings as build_settings
@@ -423,3 +424,35 @@ async def test_tampered_transaction_is_rejected(sim: Sim) -> None:
     await sim.cluster.send_transaction(signed.raw, lvbh)
     status, _ = await sim.cluster.signature_status(signed.signature)
     assert status is not None and status.err == "ExceededSlippage"
+
+
+async def test_a_transaction_over_the_packet_limit_is_refused_and_nothing_executes(
+    sim: Sim,
+) -> None:
+    """A node refuses a transaction over 1,232 bytes before any leader sees it, however well
+    signed; the same swap with a short memo lands (so the refusal is about the size)."""
+    pool = await _pool(sim.market, SOL, USDC, RAYDIUM_AMM_V4)
+    keypair = Keypair()
+    owner = keypair.pubkey()
+    swap = SwapInstruction(
+        RAYDIUM_AMM_V4, pool.address, str(owner), SOL.mint, USDC.mint, LAMPORTS, 1
+    )
+    blockhash, lvbh = await sim.cluster.latest_blockhash()
+
+    def signed_with_memo(memo: bytes) -> bytes:
+        swap_ix = encode_swap(swap, Pubkey.new_unique(), Pubkey.new_unique())
+        ixs = [Instruction(MEMO_PROGRAM, memo, []), swap_ix]
+        message = MessageV0.try_compile(owner, ixs, [], blockhash)
+        return bytes(VersionedTransaction(message, [keypair]))
+
+    too_large = signed_with_memo(b"x" * PACKET_DATA_SIZE)
+    assert len(too_large) > PACKET_DATA_SIZE
+    with pytest.raises(InvalidTransaction, match=f"too large: {len(too_large)} bytes"):
+        await sim.cluster.send_transaction(too_large, lvbh)
+    assert await _version(sim.redis, pool.address) == pool.version
+
+    fits = signed_with_memo(b"short")
+    signature = await sim.cluster.send_transaction(fits, lvbh)
+    status, _ = await sim.cluster.signature_status(signature)
+    assert status is not None and status.err is None
+    assert await _version(sim.redis, pool.address) == pool.version + 1

@@ -29,6 +29,7 @@ from shared.settings import Settings
 from shared.sim.execution import execute_route
 from shared.sim.market import Market, pair_key
 from shared.sim.programs import VENUE_PROGRAMS, SwapInstruction, decode_swap
+from shared.sim.transactions import PACKET_DATA_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,10 @@ class Cluster:
         or time out after (or before) the transaction landed; the caller finds out which by
         asking for the signature's status.
         """
+        if len(raw_tx) > PACKET_DATA_SIZE:  # as a real node: it never reaches a leader
+            raise InvalidTransaction(
+                f"transaction too large: {len(raw_tx)} bytes (max {PACKET_DATA_SIZE})"
+            )
         tx = VersionedTransaction.from_bytes(raw_tx)
         if not all(tx.verify_with_results()):
             raise InvalidTransaction("signature verification failed")
