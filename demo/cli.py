@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import httpx
@@ -29,6 +30,11 @@ KEY_HINT = (
     "`python -m app keys create --account demo --scope trade` makes one; --advanced also "
     "launches a token, which needs the admin scope."
 )
+SCOPE_HINT = (
+    "The engine refused this key: placing orders needs the trade scope (--advanced: admin). "
+    "`python -m app keys create --account demo --scope trade` makes one."
+)
+KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # what an HTTP header value can carry as a token
 
 
 async def run(options: Options) -> int:
@@ -56,7 +62,8 @@ async def run(options: Options) -> int:
     console.print(render_summary(session.board.rows, options.timeout_s))
     refused = {row.error_code for row in session.board.rows} & {"UNAUTHORIZED", "FORBIDDEN"}
     if refused:
-        console.print(KEY_HINT, style="yellow", markup=False)
+        hint = SCOPE_HINT if options.api_key else KEY_HINT
+        console.print(hint, style="yellow", markup=False)
     return exit_code(session.board.rows)
 
 
@@ -106,6 +113,8 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] = os.environ) 
         parser.error("--orders must be between 1 and 100")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.api_key is not None and not KEY_CHARS.fullmatch(args.api_key):
+        parser.error("--api-key / API_KEY: a key is printable ASCII without spaces (oee_...)")
     pairs = (
         [spec for group in args.pairs for spec in group]
         if args.pairs

@@ -34,6 +34,15 @@ async def test_the_demo_trades_with_a_key_and_says_how_to_get_one_without(
     assert "401 UNAUTHORIZED" in shown and "API_KEY=oee_..." in shown
     assert await db.fetchval("SELECT count(*) FROM orders") == 0
 
+    reader = (await apikeys.create_key(db, "demo", [KeyScope.READ])).key
+    read_only = demo.parse_args(
+        ["--url", stack.base_url, "--orders", "1", "--plain"], {"API_KEY": reader}
+    )
+    assert await cli.run(read_only) == 1
+    shown = capsys.readouterr().out
+    assert "403 FORBIDDEN" in shown and "needs the trade scope" in shown
+    assert await db.fetchval("SELECT count(*) FROM orders") == 0
+
     with_key = demo.parse_args(
         ["--url", stack.base_url, "--orders", "2", "--plain"], {"API_KEY": key}
     )
@@ -44,3 +53,13 @@ async def test_the_demo_trades_with_a_key_and_says_how_to_get_one_without(
         "SELECT count(*) FROM orders WHERE account = 'demo' AND status = 'confirmed'"
     )
     assert confirmed == 2  # placed as the key's account, and followed to the end over sockets
+
+
+@pytest.mark.parametrize("key", ["a\nb", "ключ", "two words", "nul\x00", ""])
+def test_a_key_no_header_can_carry_is_refused_before_anything_is_sent(
+    key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        demo.parse_args(["--api-key", key], {})
+    assert exited.value.code == 2
+    assert "printable ASCII" in capsys.readouterr().err
