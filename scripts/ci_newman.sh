@@ -3,7 +3,8 @@
 # run the Postman collection under newman against it, and stop everything:
 #   open: the collection with no key (the seed's clients, unchanged), its "Accounts and keys"
 #         folder with an admin key, and the demo;
-#   keys: a request without a key must be 401, then the whole collection with an admin key.
+#   keys: a request without a key must be 401, then the whole collection and the demo with an
+#         admin key.
 # The admin key is made with the CLI against the stack's database, as an operator would.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -63,4 +64,5 @@ if [ "$status" != 401 ]; then
     exit 1
 fi
 BASE_URL=$BASE_URL API_KEY=$ADMIN_KEY bash scripts/newman.sh
+API_KEY=$ADMIN_KEY .venv/bin/python demo.py --url "$BASE_URL" --orders 3 --timeout 90
 stop_stack
