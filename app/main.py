@@ -56,7 +56,9 @@ def create_app(
     Every request goes through FastAPI's own routing, the two busiest (`POST` and the WebSocket
     on `/api/orders/execute`) too: whatever guards a route (app-, router- or route-level
     dependencies, `dependency_overrides`, middleware, body limits, exception handlers) guards
-    them as well.
+    them as well. Those two are routes of the app's own router, ahead of the included routers:
+    FastAPI matches a route inside an included router twice per request (once to choose the
+    router, once within it), and every order makes one request of each.
     """
     settings = settings or get_settings()
 
@@ -130,7 +132,9 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware)  # request ids and per-route timing, every request
-    for router in (orders.router, ws.router, sim.router):
+    orders.add_execute_route(app, api_dependencies)
+    ws.add_order_socket(app, api_dependencies)
+    for router in (orders.router, sim.router):
         app.include_router(router, dependencies=api_dependencies)
     app.include_router(system.router)
     app.include_router(admin.router)

@@ -1,10 +1,11 @@
 """`POST /api/orders/execute`, `GET /api/orders`, `GET /api/orders/{id}`."""
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, params
 from fastapi.responses import Response
 from starlette.requests import HTTPConnection
 
@@ -142,20 +143,6 @@ CURSOR_PATTERN = "^[0-9]{1,16}_[0-9a-f]{32}$"
 _LIMIT = "^(?:[1-9][0-9]?|1[0-9]{2}|200)$"  # 1-200 in plain digits (int() reads "1_0", " 5")
 
 
-@router.post(
-    EXECUTE_PATH.removeprefix("/api"),
-    response_model=OrderAccepted,
-    responses=ERROR_RESPONSES,
-    summary="Submit an order; follow it on the WebSocket at `wsUrl`",
-    openapi_extra={
-        "security": SECURITY,
-        "parameters": [_IDEMPOTENCY_HEADER],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": order_schema()}},
-        },
-    },
-)
 async def execute_order(request: Request) -> Response:
     # The busiest route takes only the request: no dependency for FastAPI to solve and no
     # response model to validate on the way out (the body is built by `service`, to the
@@ -168,6 +155,29 @@ async def execute_order(request: Request) -> Response:
         res, order, caller, client_key(request), ws_base(request), key
     )
     return json_response(accepted)
+
+
+def add_execute_route(app: FastAPI, dependencies: Sequence[params.Depends]) -> None:
+    """Serve `POST /api/orders/execute` from the app's own router, with `dependencies` (the
+    ones `create_app` gives every order route); see `app.main.create_app` for why there."""
+    app.add_api_route(
+        EXECUTE_PATH,
+        execute_order,
+        methods=["POST"],
+        dependencies=list(dependencies),
+        tags=["orders"],
+        response_model=OrderAccepted,
+        responses=ERROR_RESPONSES,
+        summary="Submit an order; follow it on the WebSocket at `wsUrl`",
+        openapi_extra={
+            "security": SECURITY,
+            "parameters": [_IDEMPOTENCY_HEADER],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": order_schema()}},
+            },
+        },
+    )
 
 
 @router.get("/orders", response_model=OrderList, responses=ERROR_RESPONSES)

@@ -6,9 +6,10 @@ This module turns the connection into an order to follow; `app.stream` streams i
 import asyncio
 import re
 import uuid
+from collections.abc import Sequence
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect, params
 
 from app import service
 from app.callers import websocket_caller
@@ -25,15 +26,12 @@ from shared.apikeys import Caller, Scope
 from shared.errors import EngineError, PayloadTooLarge, ServiceUnavailable
 from shared.models import validate_order
 
-router = APIRouter()
-
 CLOSE_INVALID_ORDER = 4400
 CLOSE_FORBIDDEN_ORIGIN = 4403  # a web page from an origin not in ALLOWED_ORIGINS
 SUBMIT_TIMEOUT_S = 30.0
 _AFTER_SEQ = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 
-@router.websocket(EXECUTE_PATH)
 async def order_socket(websocket: WebSocket) -> None:
     res = await get_resources(websocket)
     await websocket.accept()
@@ -74,6 +72,12 @@ async def order_socket(websocket: WebSocket) -> None:
             res.metrics.socket_closed(max(stream.last - after_seq, 0), stream.too_slow)
     except WebSocketDisconnect:
         return  # the client left
+
+
+def add_order_socket(app: FastAPI, dependencies: Sequence[params.Depends]) -> None:
+    """Serve the WebSocket on `/api/orders/execute` from the app's own router, with
+    `dependencies` (see `app.main.create_app` for why there)."""
+    app.add_api_websocket_route(EXECUTE_PATH, order_socket, dependencies=list(dependencies))
 
 
 def _after_seq(raw: str) -> int | None:
