@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # free port from WORKER_METRICS_PORT up (0 = any free port; the chosen one is logged).
     metrics_enabled: bool = True
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
+    # FastAPI's native OpenTelemetry (a span and metrics per request, sent to the providers an
+    # OpenTelemetry SDK configures, e.g. under `opentelemetry-instrument`). The engine ships no
+    # SDK; off, FastAPI skips looking for one on every request.
+    otel_enabled: bool = False
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -11,6 +11,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.jobqueue import QueueWorker
@@ -169,6 +173,35 @@ async def test_probes_and_metrics_switch(make_stack: StackFactory) -> None:
     assert response.json()["code"] == "NOT_FOUND"
     await wait_terminal(off.http, (await off.submit(MARKET))["orderId"])  # off, not broken
     assert "engine" in off._workers[0][0].ctx and "metrics_server" not in off._workers[0][0].ctx
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """A real OpenTelemetry SDK as this process's tracer provider, as `opentelemetry-instrument`
+    would configure it (once per process: OpenTelemetry allows one)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+async def test_fastapi_telemetry_reports_to_a_configured_sdk_only_when_enabled(
+    make_stack: StackFactory, spans: InMemorySpanExporter
+) -> None:
+    for enabled in (False, True):
+        spans.clear()
+        stack = await make_stack(workers=0, otel_enabled=enabled)
+        order_id = (await stack.submit(MARKET))["orderId"]
+        assert (await stack.http.get(f"/api/orders/{order_id}")).status_code == 200
+        names = [span.name for span in spans.get_finished_spans()]
+        if enabled:
+            assert "POST /api/orders/execute" in names, names
+            assert "GET /api/orders/{order_id}" in names, names
+        else:
+            assert names == []
 
 
 async def test_two_stacks_in_one_process_count_apart(make_stack: StackFactory) -> None:
