@@ -30,6 +30,7 @@ EXTRAS = {
     "triggers": "bench.triggers",  # market loop with 10,000 open limit orders
     "venue_gap": "bench.venue_gap",  # price gap between the venues as the market drifts
     "metrics": "bench.metrics_cost",  # what each Prometheus metric costs per order
+    "framework": "bench.framework",  # what FastAPI adds to the POST and the WebSocket, in process
 }
 SCENARIOS = tuple(dict.fromkeys(QUICK + tuple(EXTRAS)))
 RESULTS = Path(__file__).resolve().parent / "results"

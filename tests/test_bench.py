@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from bench import framework
 from bench.instructions import DRIVER
 from bench.stack import PYTHON, TREE, EngineProcesses, Servers
 from tests.conftest import Infra
@@ -57,3 +58,17 @@ async def test_the_instruction_counts_driver_submits_orders_through_this_trees_a
     assert await asyncio.wait_for(driver.wait(), 120) == 0
     # 50 warm-up orders, then the 5 measured ones
     assert await db.fetchval("SELECT count(*) FROM orders WHERE status = 'pending'") == 55
+
+
+async def test_the_framework_benchmark_drives_real_requests_both_ways(
+    database_url: str, infra: Infra, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """`bench.framework` compares the app as served with its handlers called directly; both
+    sides must really do the work (an order accepted, a socket closed 4404), or the difference
+    it reports would be meaningless."""
+    cfg = framework.Config(batch=3, rounds=2)
+    figures = await framework.measure(database_url, infra.redis_url, str(tmp_path), cfg)
+    # every POST, served or direct, in the warm-up round too: one accepted order each
+    assert await db.fetchval("SELECT count(*) FROM orders") == 2 * (cfg.rounds + 1) * cfg.batch
+    for name in ("post", "socket"):
+        assert figures[name]["served_us"] > 0 and figures[name]["handler_us"] > 0, figures
