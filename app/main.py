@@ -65,7 +65,9 @@ def create_app(
     dependencies, `dependency_overrides`, middleware, body limits, exception handlers) guards
     them as well. Those two are routes of the app's own router, ahead of the included routers:
     FastAPI matches a route inside an included router twice per request (once to choose the
-    router, once within it), and every order makes one request of each.
+    router, once within it), and every order makes one request of each. With no
+    `api_dependencies` their handlers skip FastAPI's parameter solving, which has nothing to
+    solve for them (`app.hotpath`, which fails closed).
     """
     settings = settings or get_settings()
 

@@ -1,15 +1,26 @@
 """`POST /api/orders/execute` and its WebSocket go through FastAPI's own routing, so whatever
 guards the other routes guards them too: router-level dependencies (authentication),
-`dependency_overrides`, middleware and body limits."""
+`dependency_overrides`, middleware and body limits; and the routes that skip FastAPI's
+request handling when there is nothing for it to do (`app.hotpath`) stop skipping it the
+moment there is."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+import uvicorn
 import websockets
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.conftest import Stack, StackFactory
+from app.hotpath import ConnectionOnlyRoute, add_connection_only_websocket_route
+from tests.conftest import Stack, StackFactory, free_port
 from tests.helpers import follow
 
 EXECUTE = "/api/orders/execute"
@@ -119,3 +130,107 @@ async def test_other_methods_on_the_path_are_405(make_stack: StackFactory) -> No
         response = await stack.http.request(method, EXECUTE, json=ORDER)
         assert response.status_code == 405, response.text
         assert response.json()["code"] == "METHOD_NOT_ALLOWED"
+
+
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """`app` on a real port; yields its base URL (http://...)."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)  # sleep-ok: polling uvicorn's own started flag
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def plain_post(request: Request) -> Response:
+    return JSONResponse({"path": request.url.path})
+
+
+async def plain_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("hello")
+    await websocket.close()
+
+
+async def _greeting(url: str, headers: dict[str, str] | None = None) -> str:
+    async with websockets.connect(url, additional_headers=headers) as ws:
+        return str(await ws.recv())
+
+
+async def test_routes_with_nothing_to_solve_still_take_a_routers_dependency() -> None:
+    """A router that includes a `ConnectionOnlyRoute` with a dependency of its own gets that
+    dependency run, as for any FastAPI route: the shortcut is the route's own handler only."""
+    router = APIRouter(route_class=ConnectionOnlyRoute)
+    router.add_api_route("/post", plain_post, methods=["POST"])
+    router.add_api_websocket_route("/socket", plain_socket)
+    app = FastAPI()
+    app.include_router(router, prefix="/open")
+    app.include_router(router, prefix="/guarded", dependencies=[Depends(require_key)])
+    async with served(app) as base, httpx.AsyncClient(base_url=base) as http:
+        assert (await http.post("/open/post")).json() == {"path": "/open/post"}
+        assert (await http.post("/guarded/post")).status_code == 401
+        assert (await http.post("/guarded/post", headers=KEY)).status_code == 200
+        ws_base = base.replace("http", "ws", 1)
+        assert await _greeting(f"{ws_base}/open/socket") == "hello"
+        assert await _refused_socket(f"{ws_base}/guarded/socket") == 401
+        assert await _greeting(f"{ws_base}/guarded/socket", KEY) == "hello"
+
+
+async def test_routes_with_something_to_solve_get_fastapis_handling() -> None:
+    """An endpoint with a parameter, or one that returns data rather than a `Response`, or a
+    route with a dependency, gets FastAPI's own handler: parameters are validated, data is
+    serialized, the dependency runs (and an override replaces it)."""
+
+    async def with_parameter(request: Request, n: int) -> Response:
+        return JSONResponse({"n": n})
+
+    async def returns_data(request: Request) -> dict[str, Any]:
+        return {"data": True}
+
+    async def socket_with_parameter(websocket: WebSocket, n: int) -> None:
+        await websocket.accept()
+        await websocket.send_text(f"n={n}")
+        await websocket.close()
+
+    app = FastAPI()
+    for path, endpoint, dependencies in (
+        ("/parameter", with_parameter, []),
+        ("/data", returns_data, []),
+        ("/guarded", plain_post, [Depends(require_key)]),
+    ):
+        app.router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            dependencies=dependencies,
+            route_class_override=ConnectionOnlyRoute,
+        )
+    add_connection_only_websocket_route(app, "/socket-parameter", socket_with_parameter, [])
+    add_connection_only_websocket_route(
+        app, "/socket-guarded", plain_socket, [Depends(require_key)]
+    )
+    async with served(app) as base, httpx.AsyncClient(base_url=base) as http:
+        assert (await http.post("/parameter?n=3")).json() == {"n": 3}
+        assert (await http.post("/parameter?n=x")).status_code == 422
+        assert (await http.post("/data")).json() == {"data": True}
+        assert (await http.post("/guarded")).status_code == 401
+        assert (await http.post("/guarded", headers=KEY)).status_code == 200
+        ws_base = base.replace("http", "ws", 1)
+        assert await _greeting(f"{ws_base}/socket-parameter?n=4") == "n=4"
+        assert await _refused_socket(f"{ws_base}/socket-guarded") == 401
+        assert await _greeting(f"{ws_base}/socket-guarded", KEY) == "hello"
+
+        async def allow() -> None:
+            pass
+
+        app.dependency_overrides[require_key] = allow
+        assert (await http.post("/guarded")).status_code == 200
+        assert await _greeting(f"{ws_base}/socket-guarded") == "hello"

@@ -14,6 +14,7 @@ from app.auth import require
 from app.callers import SECURITY, Reader, Trader
 from app.deps import EXECUTE_PATH, Res, Resources, ws_base
 from app.errors import ERROR_RESPONSES, json_response
+from app.hotpath import ConnectionOnlyRoute
 from shared.apikeys import Scope
 from shared.errors import InvalidJson, InvalidOrder, PayloadTooLarge, UnsupportedMediaType
 from shared.grammar import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_PATTERN, order_schema
@@ -160,11 +161,12 @@ async def execute_order(request: Request) -> Response:
 def add_execute_route(app: FastAPI, dependencies: Sequence[params.Depends]) -> None:
     """Serve `POST /api/orders/execute` from the app's own router, with `dependencies` (the
     ones `create_app` gives every order route); see `app.main.create_app` for why there."""
-    app.add_api_route(
+    app.router.add_api_route(
         EXECUTE_PATH,
         execute_order,
         methods=["POST"],
         dependencies=list(dependencies),
+        route_class_override=ConnectionOnlyRoute,
         tags=["orders"],
         response_model=OrderAccepted,
         responses=ERROR_RESPONSES,

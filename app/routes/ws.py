@@ -14,6 +14,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect, params
 from app import service
 from app.callers import websocket_caller
 from app.deps import EXECUTE_PATH, Resources, get_resources, ws_base
+from app.hotpath import add_connection_only_websocket_route
 from app.routes.orders import MAX_BODY_BYTES, client_key, parse_json
 from app.stream import (
     CLOSE_GOING_AWAY,
@@ -77,7 +78,7 @@ async def order_socket(websocket: WebSocket) -> None:
 def add_order_socket(app: FastAPI, dependencies: Sequence[params.Depends]) -> None:
     """Serve the WebSocket on `/api/orders/execute` from the app's own router, with
     `dependencies` (see `app.main.create_app` for why there)."""
-    app.add_api_websocket_route(EXECUTE_PATH, order_socket, dependencies=list(dependencies))
+    add_connection_only_websocket_route(app, EXECUTE_PATH, order_socket, dependencies)
 
 
 def _after_seq(raw: str) -> int | None:
