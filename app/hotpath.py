@@ -1,12 +1,12 @@
-"""Route classes for the two requests every order makes (`POST` and the WebSocket on
+"""Routes for the two requests every order makes (`POST` and the WebSocket on
 `/api/orders/execute`): FastAPI's own routes, minus FastAPI's per-request work when a route
 gives it none to do.
 
 FastAPI's request handling solves the endpoint's parameters and dependencies, runs them under
 exit stacks, and validates and serializes what the endpoint returns. An endpoint that takes
 only the `Request` (or the `WebSocket`) and returns a `Response`, on a route with no
-dependency, has nothing for any of that to do, yet pays for it on every request. These classes
-hand such an endpoint straight to the route instead, through public hooks:
+dependency, has nothing for any of that to do, yet pays for it on every request. These hand
+such an endpoint straight to the route instead, through public hooks:
 `APIRoute.get_route_handler` (FastAPI's documented way to customize a route's handler) for the
 POST; for the WebSocket, the route's ASGI app, set to Starlette's `websocket_session` of the
 endpoint (what Starlette's own `WebSocketRoute` runs). Everything outside the handler is
@@ -85,10 +85,10 @@ def add_connection_only_websocket_route(
     endpoint: Callable[..., Awaitable[None]],
     dependencies: Sequence[params.Depends],
 ) -> None:
-    """`app.add_api_websocket_route`, and when the endpoint takes only the `WebSocket` on a
-    route with no dependency (the app's included), the route runs it as a Starlette WebSocket
-    endpoint does (see the module docstring). A router that includes this route builds an
-    `APIWebSocketRoute` of its own, with FastAPI's handling."""
+    """`app.add_api_websocket_route`; then, when the endpoint takes only the `WebSocket` and the
+    route has no dependency (its own, or the app router's), the route runs the endpoint as a
+    Starlette WebSocket route does (see the module docstring). A router that includes this
+    route builds an `APIWebSocketRoute` of its own, with FastAPI's handling."""
     app.add_api_websocket_route(path, endpoint, dependencies=list(dependencies))
     route = app.router.routes[-1]
     if not isinstance(route, APIWebSocketRoute) or route.endpoint is not endpoint:
