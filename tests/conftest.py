@@ -11,6 +11,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,55 +242,64 @@ def test_settings(database_url: str, redis_url: str, data_dir: Path, **overrides
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+@asynccontextmanager
+async def uvicorn_serving(app: ASGIApp, **options: Any) -> AsyncIterator[int]:
+    """`app` served by uvicorn on a free local port, yielded once it listens, until the block
+    ends; `options` go to `uvicorn.Config`."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **options)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)  # sleep-ok: polling uvicorn's own started flag
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
 @pytest.fixture
 async def make_stack(
     infra: Infra, database_url: str, redis: Redis, tmp_path: Path
 ) -> AsyncIterator[StackFactory]:
     """Start the API (and by default one worker) with settings overrides; stopped at teardown."""
-    started: list[tuple[Stack, uvicorn.Server, asyncio.Task[None]]] = []
+    async with AsyncExitStack() as running:
 
-    async def start(
-        workers: int = 1,
-        prepared_frames: bool = True,
-        serve: Callable[[FastAPI], ASGIApp] | None = None,
-        api_dependencies: Sequence[params.Depends] = (),
-        **overrides: Any,
-    ) -> Stack:
-        """`serve`, if given, wraps the app for the server (the lifespan still reaches it);
-        `api_dependencies` go to `create_app`."""
-        settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
-        await Market(redis, settings).ensure_seeded()
-        port = free_port()
-        app = create_app(settings, api_dependencies=api_dependencies)
-        config = uvicorn.Config(
-            app if serve is None else serve(app),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-            **server_options(settings)
-            # Without prepared frames every event goes through ASGI's send, as on other servers.
-            | ({} if prepared_frames else {"ws": "websockets-sansio"}),
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)  # sleep-ok: polling uvicorn's own started flag
-        base = f"http://127.0.0.1:{port}"
-        stack = Stack(settings, base, httpx.AsyncClient(base_url=base, timeout=30), redis)
-        started.append((stack, server, task))
-        for _ in range(workers):
-            await stack.start_worker()
-        return stack
+        async def start(
+            workers: int = 1,
+            prepared_frames: bool = True,
+            serve: Callable[[FastAPI], ASGIApp] | None = None,
+            api_dependencies: Sequence[params.Depends] = (),
+            **overrides: Any,
+        ) -> Stack:
+            """`serve`, if given, wraps the app for the server (the lifespan still reaches it);
+            `api_dependencies` go to `create_app`."""
+            settings = test_settings(database_url, infra.redis_url, tmp_path, **overrides)
+            await Market(redis, settings).ensure_seeded()
+            app = create_app(settings, api_dependencies=api_dependencies)
+            port = await running.enter_async_context(
+                uvicorn_serving(
+                    app if serve is None else serve(app),
+                    lifespan="on",
+                    **server_options(settings)
+                    # Without prepared frames every event goes through ASGI's send, as on other
+                    # servers.
+                    | ({} if prepared_frames else {"ws": "websockets-sansio"}),
+                )
+            )
+            base = f"http://127.0.0.1:{port}"
+            stack = Stack(settings, base, httpx.AsyncClient(base_url=base, timeout=30), redis)
+            # Stopped in reverse: the workers, then the client, then the server.
+            running.push_async_callback(stack.http.aclose)
+            running.push_async_callback(stack.stop_workers)
+            for _ in range(workers):
+                await stack.start_worker()
+            return stack
 
-    yield start
-    for stack, server, task in started:
-        await stack.stop_workers()
-        await stack.http.aclose()
-        server.should_exit = True
-        await task
+        yield start
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ guards the other routes guards them too: router-level dependencies (authenticati
 request handling when there is nothing for it to do (`app.hotpath`) stop skipping it the
 moment there is."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 import websockets
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
@@ -20,7 +18,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.hotpath import ConnectionOnlyRoute, add_connection_only_websocket_route
-from tests.conftest import Stack, StackFactory, free_port
+from tests.conftest import Stack, StackFactory, uvicorn_serving
 from tests.helpers import follow
 
 EXECUTE = "/api/orders/execute"
@@ -135,19 +133,8 @@ async def test_other_methods_on_the_path_are_405(make_stack: StackFactory) -> No
 @asynccontextmanager
 async def served(app: FastAPI) -> AsyncIterator[str]:
     """`app` on a real port; yields its base URL (http://...)."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)  # sleep-ok: polling uvicorn's own started flag
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with uvicorn_serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 async def plain_post(request: Request) -> Response:

@@ -4,16 +4,16 @@ client, so that an upgrade that changes it fails here rather than in production.
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 import websockets
 
 from app.frames import text_frame
 from app.wsserver import PREPARED_FRAMES, SERVER_PROTOCOLS
-from tests.conftest import free_port
+from tests.conftest import uvicorn_serving
 from tests.helpers import until_closed
 
 Handler = Callable[[Any, Any, Callable[..., Awaitable[None]]], Awaitable[None]]
@@ -27,30 +27,18 @@ def frame(value: object) -> bytes:
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     """Serve one WebSocket handler with the API's protocols; yields a starter -> its URL."""
-    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    async with AsyncExitStack() as running:
 
-    async def start(handler: Handler) -> str:
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            assert scope["type"] == "websocket"
-            await handler(scope, receive, send)
+        async def start(handler: Handler) -> str:
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                assert scope["type"] == "websocket"
+                await handler(scope, receive, send)
 
-        port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="off", **SERVER_PROTOCOLS
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        servers.append((server, task))
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)  # sleep-ok: polling uvicorn's own started flag
-        return f"ws://127.0.0.1:{port}/"
+            serving = uvicorn_serving(app, lifespan="off", **SERVER_PROTOCOLS)
+            port = await running.enter_async_context(serving)
+            return f"ws://127.0.0.1:{port}/"
 
-    yield start
-    for server, task in servers:
-        server.should_exit = True
-        await task
+        yield start
 
 
 async def test_frames_go_out_as_written_and_a_close_ends_the_socket_as_asgi_would(
